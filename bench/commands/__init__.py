@@ -1,0 +1,1 @@
+"""Subcommands of the ``bench`` command line, one module each."""

@@ -1,0 +1,232 @@
+"""``bench compare``, ``bench baseline save|show``, ``bench export`` and ``bench merge``: the regression-tracking commands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import baseline as baselines
+from bench.compare import SPEED_METRICS, CompareSettings, MiB, compare_records
+from bench.compare_render import render_markdown, render_terminal
+from bench.envelopes import read_envelopes
+from bench.errors import BadInputError
+from bench.export import FORMATS, export_records, save_to_pytest_benchmark_storage, write_json
+from bench.results import load_records, results_path
+from bench.shard import merge_runs
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": MiB, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_fraction(text: str) -> float:
+    """``"5%"`` or ``"0.05"`` -> 0.05; a bare number of 1 or more is refused as ambiguous."""
+    raw = str(text).strip()
+    try:
+        if raw.endswith("%"):
+            return float(raw[:-1]) / 100
+        value = float(raw)
+    except ValueError:
+        raise BadInputError(f"{text!r} is not a fraction; write e.g. 5% or 0.05") from None
+    if value >= 1:
+        raise BadInputError(f"{text!r} is ambiguous; write a percentage with % (e.g. 5%) or a fraction below 1")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """``"32MiB"``, ``"100 MB"`` or a plain number of bytes -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise BadInputError(f"{text!r} is not a size; write e.g. 32MiB, 100MB or a number of bytes")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _metric_threshold(text: str) -> tuple[str, float]:
+    name, sep, value = str(text).partition("=")
+    if not sep:
+        raise BadInputError(f"--metric-threshold {text!r} must look like METRIC=PCT, e.g. decode_tokens_per_s=3%")
+    return name.strip(), parse_fraction(value)
+
+
+def _records_or_fail(run_dir: str, what: str) -> list:
+    records = load_records(run_dir)
+    if not records:
+        raise BadInputError(f"{what} {results_path(run_dir)} holds no records")
+    return records
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Compare a run with a baseline run, or with the stored baselines of its GPUs."""
+    settings = CompareSettings(
+        threshold=parse_fraction(args.threshold),
+        metric_thresholds=tuple(_metric_threshold(t) for t in args.metric_threshold),
+        alpha=args.alpha,
+        memory_tolerance=parse_fraction(args.memory_tolerance),
+        memory_tolerance_bytes=parse_size(args.memory_tolerance_bytes),
+        require_same_versions=args.require_same_versions,
+    )
+    current = _records_or_fail(args.current, "current run")
+    current_envs = read_envelopes(args.current)
+    extra_warnings: list[str] = []
+    if args.baseline:
+        base = _records_or_fail(args.baseline, "baseline run")
+        base_envs = read_envelopes(args.baseline)
+    else:
+        devices = sorted({r.device_name for r in current})
+        base, base_envs, missing = baselines.load_baselines_for(args.profiles_dir, devices)
+        if len(missing) == len(devices):
+            stored = ", ".join(repr(b.device_name) for b in baselines.list_baselines(args.profiles_dir)) or "none"
+            raise BadInputError(
+                f"no stored baseline for {', '.join(map(repr, missing))} under {args.profiles_dir} (stored: {stored}); "
+                "save one with 'bench baseline save RUN_DIR' on that GPU, or pass a BASELINE run folder"
+            )
+        for name in missing:
+            n = sum(1 for r in current if r.device_name == name)
+            extra_warnings.append(f"no stored baseline for {name!r}: its {n} case(s) were not compared")
+        current = [r for r in current if r.device_name not in missing]
+    comparison = compare_records(base, current, settings, baseline_envelopes=base_envs, current_envelopes=current_envs)
+    if extra_warnings:
+        comparison = dataclasses.replace(comparison, warnings=(*extra_warnings, *comparison.warnings))
+    render_terminal(comparison, Console(), everything=args.all)
+    markdown = render_markdown(comparison)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
+    if args.step_summary:
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+        else:
+            Console(stderr=True).print("[yellow]warning:[/yellow] --step-summary: GITHUB_STEP_SUMMARY is not set")
+    if args.json:
+        write_json(comparison.to_dict(), args.json)
+    if comparison.exit_status == 2:
+        Console(stderr=True).print(
+            "bench: nothing comparable: no case of the current run is in the baseline on the same GPU", highlight=False
+        )
+    return comparison.exit_status
+
+
+def _baseline_save(args: argparse.Namespace) -> int:
+    """Store a run as the baseline of its GPU(s)."""
+    written = baselines.save_baseline(args.run_dir, args.profiles_dir, device_name=args.device_name)
+    console = Console()
+    for path in written:
+        b = baselines.read_baseline(path)
+        console.print(f"baseline for {b.device_name!r}: {len(b.records)} records -> {path}", highlight=False)
+    return 0
+
+
+def _baseline_show(args: argparse.Namespace) -> int:
+    """List stored baselines (or one GPU's)."""
+    found = baselines.list_baselines(args.profiles_dir)
+    if args.gpu:
+        found = [b for b in found if b.device_name == args.gpu or b.path.name == baselines.gpu_slug(args.gpu)]
+        if not found:
+            baselines.load_baseline(args.profiles_dir, args.gpu)  # raises with the list of stored baselines
+    console = Console()
+    if not found:
+        console.print(f"no baselines under {Path(args.profiles_dir) / baselines.BASELINES_DIR}", highlight=False)
+        return 0
+    table = Table(title="Stored baselines")
+    for col in ("GPU", "folder", "records", "statuses", "saved (UTC)", "torch", "transformers", "bitsandbytes", "commit"):
+        table.add_column(col, overflow="fold")
+    for b in found:
+        versions = b.meta.get("versions", {})
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(b.meta.get("statuses", {}).items()))
+        table.add_row(
+            b.device_name, str(b.path), str(len(b.records)), statuses, str(b.meta.get("saved_utc", "?")),
+            *(", ".join(versions.get(k, [])) or "?" for k in ("torch", "transformers", "bitsandbytes")),
+            ", ".join(c[:10] for c in versions.get("git_commit", [])) or "?",
+        )
+    console.print(table)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Write records in another tool's format."""
+    records = _records_or_fail(args.run_dir, "run")
+    document = export_records(records, args.format, read_envelopes(args.run_dir), device_name=args.device_name)
+    if args.storage:
+        if args.format != "pytest-benchmark":
+            raise BadInputError("--storage is for --format pytest-benchmark; use --out FILE for the others")
+        device = document["machine_info"].get("device_name") or "unnamed-device"
+        run_id = next((r.run_id for r in records if r.run_id), "bench")
+        path = save_to_pytest_benchmark_storage(document, args.storage, baselines.gpu_slug(device), run_id)
+    else:
+        path = write_json(document, args.out)
+    count = len(document["benchmarks"]) if isinstance(document, dict) else len(document)
+    Console().print(f"{count} {args.format} entries -> {path}", highlight=False)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Join run folders into one."""
+    merged = merge_runs(args.run_dirs, args.out)
+    devices = sorted({r.device_name for r in merged})
+    Console().print(
+        f"merged {len(merged)} records from {len(args.run_dirs)} folders ({', '.join(devices) or 'no records'}) "
+        f"-> {args.out}", highlight=False,
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``compare``, ``baseline``, ``export`` and ``merge``."""
+    speed = ", ".join(m.name for m in SPEED_METRICS)
+    p = subparsers.add_parser(
+        "compare", help="compare a run with a baseline: exit 1 on a regression, 2 on unusable input",
+        description="Compare CURRENT with BASELINE (a run folder) or, without BASELINE, with the stored baseline of "
+        "each GPU in CURRENT. Speed regresses when its median worsens beyond the threshold and a Mann-Whitney U test "
+        "on the raw samples gives p < alpha; memory when the peak grows beyond max(tolerance, tolerance bytes).",
+    )
+    p.add_argument("current", help="run folder (or results.jsonl) to judge")
+    p.add_argument("baseline", nargs="?", help="baseline run folder; default: stored baselines in --profiles-dir")
+    p.add_argument("--profiles-dir", default=baselines.DEFAULT_PROFILES_DIR, help="where baselines are stored")
+    p.add_argument("--threshold", default="5%", help="relative speed change that counts (default 5%%)")
+    p.add_argument("--metric-threshold", action="append", default=[], metavar="METRIC=PCT",
+                   help=f"threshold of one metric, repeatable; metrics: {speed}")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the test (default 0.01)")
+    p.add_argument("--memory-tolerance", default="1%", help="relative peak-memory growth allowed (default 1%%)")
+    p.add_argument("--memory-tolerance-bytes", default="32MiB", help="absolute growth allowed (default 32MiB)")
+    p.add_argument("--require-same-versions", action="store_true",
+                   help="do not compare cases whose torch/transformers/bitsandbytes versions differ")
+    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="also write the comparison as Markdown")
+    p.add_argument("--step-summary", action="store_true", help="append the Markdown to $GITHUB_STEP_SUMMARY")
+    p.add_argument("--all", action="store_true", help="show unchanged metrics in the terminal table too")
+    p.set_defaults(func=_compare)
+
+    b = subparsers.add_parser("baseline", help="store or list regression baselines (one per GPU)")
+    bsub = b.add_subparsers(dest="baseline_command", required=True, parser_class=type(b))
+    save = bsub.add_parser("save", help="store a run as the baseline of the GPU(s) it ran on")
+    save.add_argument("run_dir", help="run folder to store")
+    save.add_argument("--profiles-dir", default=baselines.DEFAULT_PROFILES_DIR)
+    save.add_argument("--device-name", help="store only this device's records (default: every device in the run)")
+    save.set_defaults(func=_baseline_save)
+    show = bsub.add_parser("show", help="list stored baselines")
+    show.add_argument("gpu", nargs="?", help="one GPU's baseline (name or folder name)")
+    show.add_argument("--profiles-dir", default=baselines.DEFAULT_PROFILES_DIR)
+    show.set_defaults(func=_baseline_show)
+
+    e = subparsers.add_parser("export", help="write records as pytest-benchmark or github-action-benchmark JSON")
+    e.add_argument("run_dir", help="run folder to export")
+    e.add_argument("--format", required=True, choices=FORMATS,
+                   help="pytest-benchmark | github-bigger (customBiggerIsBetter) | github-smaller (customSmallerIsBetter)")
+    where = e.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="FILE", help="file to write")
+    where.add_argument("--storage", metavar="DIR",
+                       help="pytest-benchmark storage folder: saves DIR/<gpu>/NNNN_<run id>.json like --benchmark-save")
+    e.add_argument("--device-name", help="export only this device's records")
+    e.set_defaults(func=_export)
+
+    m = subparsers.add_parser("merge", help="join the run folders of shards or machines into one")
+    m.add_argument("run_dirs", nargs="+", metavar="DIR", help="run folders to join")
+    m.add_argument("--out", required=True, metavar="DIR", help="new run folder to write")
+    m.set_defaults(func=_merge)

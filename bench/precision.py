@@ -1,0 +1,94 @@
+"""Precisions: plain floating-point dtypes and bitsandbytes 8-bit / 4-bit quantization."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from bench.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A way to store and run a model's weights."""
+
+    name: str
+    description: str
+    dtype: str  # storage dtype of what stays unquantized on a GPU ("float32", "float16", "bfloat16")
+    bits: int  # bits per quantized (or plain) linear weight
+    quant: str | None = None  # None | "int8" | "nf4" | "fp4"
+    double_quant: bool = False
+
+    @property
+    def quantized(self) -> bool:
+        """True for bitsandbytes precisions."""
+        return self.quant is not None
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("fp32", "32-bit float", "float32", 32),
+        Precision("fp16", "16-bit float (IEEE half)", "float16", 16),
+        Precision("bf16", "16-bit bfloat", "bfloat16", 16),
+        Precision("int8", "bitsandbytes LLM.int8 (outlier threshold 6.0), fp16 elsewhere", "float16", 8, "int8"),
+        Precision("nf4", "bitsandbytes 4-bit NormalFloat, blocks of 64, fp16 compute", "float16", 4, "nf4"),
+        Precision("nf4-dq", "bitsandbytes NF4 with double quantization", "float16", 4, "nf4", True),
+        Precision("fp4", "bitsandbytes 4-bit float, blocks of 64, fp16 compute", "float16", 4, "fp4"),
+        Precision("fp4-dq", "bitsandbytes FP4 with double quantization", "float16", 4, "fp4", True),
+    )
+}
+
+
+def get_precision(name: str) -> Precision:
+    """Look up a precision by name; unknown names list the valid ones."""
+    try:
+        return PRECISIONS[name]
+    except KeyError:
+        raise BadInputError(f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}") from None
+
+
+def bitsandbytes_available() -> bool:
+    """True when the bitsandbytes package can be imported (checked without importing it)."""
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def require_bitsandbytes(precision: Precision) -> None:
+    """Refuse a quantized precision when bitsandbytes is not installed."""
+    if precision.quantized and not bitsandbytes_available():
+        raise BadInputError(
+            f"precision {precision.name!r} needs bitsandbytes, which is not installed; "
+            "run 'pip install bitsandbytes' or choose fp32/fp16/bf16"
+        )
+
+
+def torch_dtype(name: str):  # -> torch.dtype
+    """The torch dtype for a dtype name."""
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def runtime_dtype(precision: Precision, device: str) -> str:
+    """Dtype of unquantized weights and activations on a device.
+
+    The same on every device (fp16 beside bitsandbytes layers, as on a GPU), so that weight bytes
+    measured on a CPU match a GPU's; bitsandbytes' CPU kernels run fp16 activations at full speed.
+    """
+    del device
+    return precision.dtype
+
+
+def bnb_config(precision: Precision, device: str):  # -> transformers.BitsAndBytesConfig
+    """The transformers quantization config for a quantized precision."""
+    from transformers import BitsAndBytesConfig
+
+    compute = torch_dtype(runtime_dtype(precision, device))
+    if precision.quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=precision.quant,
+        bnb_4bit_use_double_quant=precision.double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )

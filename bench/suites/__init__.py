@@ -1,0 +1,1 @@
+"""Suites shipped with the package (TOML)."""

@@ -1,0 +1,294 @@
+"""Measure cases inside a worker process: load the model once per group, time each case, build its record."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from bench.loader import LoadedModel, load_model
+from bench.memory import CudaPeaks, host_peak_rss_bytes, kv_cache_bytes, reset_host_peak
+from bench.metrics import coefficient_of_variation
+from bench.models import DECODER, resolve_source
+from bench.precision import get_precision
+from bench.quantization import weights_bytes
+from bench.record import Memory, Record, Samples
+from bench.scenarios import Clock, device_sync, make_prompt, repeat_until, run_encode, run_generate
+from bench.spec import CaseSpec, TimingPolicy
+from bench.telemetry import add_per_unit
+from bench.telemetry import quality_flags as telemetry_flags
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_device(requested: str) -> str:
+    """A concrete torch device string: 'cuda' becomes the current CUDA device ('cuda:N')."""
+    if requested.startswith("cuda"):
+        import torch
+
+        if requested == "cuda":
+            return f"cuda:{torch.cuda.current_device()}"
+    return requested
+
+
+def device_name(device: str) -> str:
+    """A human name for a device: the GPU's name, or the CPU model."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU model name (Linux /proc/cpuinfo), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an out-of-memory failure on the device or the host."""
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    text = str(exc)
+    return "out of memory" in text.lower() or "can't allocate memory" in text
+
+
+def process_device_bytes(sampler: Any) -> tuple[int | None, str | None]:
+    """What the driver reports this process holds on the sampler's device now (NVML), and how it was read."""
+    sampler.start()
+    tel = sampler.stop()
+    return tel.nvml_process_peak_bytes, tel.nvml_method
+
+
+@dataclass
+class GroupState:
+    """What a worker keeps between the cases of one group: the loaded model and the CUDA baseline."""
+
+    group: tuple[str, ...] | None = None
+    loaded: LoadedModel | None = None
+    baseline_bytes: int | None = None
+    load_s: float = 0.0
+
+
+class CaseRunner:
+    """Runs cases in this process, keeping one model loaded per group."""
+
+    def __init__(
+        self, clock: Clock = time.perf_counter, memory_cap_bytes: int | None = None, telemetry_period_s: float = 0.02
+    ):
+        self.clock = clock
+        self.memory_cap_bytes = memory_cap_bytes
+        self.telemetry_period_s = telemetry_period_s
+        self._used_before: dict[str, int | None] = {}
+        self.state = GroupState()
+        self._cap_applied: set[str] = set()
+        self.last_timeline: tuple[dict[str, Any], ...] = ()
+
+    def sampler(self, device: str) -> Any:
+        """A telemetry sampler for ``device`` (NVML on a GPU, psutil on a CPU)."""
+        from bench.telemetry import TelemetrySampler
+
+        return TelemetrySampler(device, period_s=self.telemetry_period_s,
+                                baseline_used_bytes=self._used_before.get(device))
+
+    def _prepare_device(self, device: str) -> None:
+        if not device.startswith("cuda") or device in self._cap_applied:
+            return
+        from bench.telemetry import device_used_bytes
+
+        # what the card holds before this process touches it: the fallback when NVML cannot see our PID
+        self._used_before[device] = device_used_bytes(device)
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available in this process; use --device cpu")
+        torch.empty(1, device=device)  # create the CUDA context before measuring the baseline
+        if self.memory_cap_bytes:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, self.memory_cap_bytes / total), device)
+        self._cap_applied.add(device)
+
+    def model_for(self, spec: CaseSpec, device: str) -> LoadedModel:
+        """The loaded model for a spec's group, loading it (and dropping the previous one) when needed."""
+        group = (*spec.group[:3], device, spec.attn_implementation)
+        if self.state.group == group and self.state.loaded is not None:
+            return self.state.loaded
+        self.release()
+        self._prepare_device(device)
+        baseline = process_device_bytes(self.sampler(device))[0] if device.startswith("cuda") else None
+        start = time.perf_counter()
+        source = resolve_source(spec.model, spec.weights)
+        loaded = load_model(source, get_precision(spec.precision), device, spec.seed, spec.attn_implementation)
+        self.state = GroupState(group, loaded, baseline, time.perf_counter() - start)
+        return loaded
+
+    def release(self) -> None:
+        """Drop the loaded model and give its memory back."""
+        if self.state.loaded is None:
+            return
+        device = self.state.loaded.device
+        self.state = GroupState()
+        import gc
+
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def run(self, spec: CaseSpec, policy: TimingPolicy, run_id: str = "") -> Record:
+        """Measure one case; failures become records (oom / error), never exceptions."""
+        started = utc_now()
+        self.last_timeline = ()
+        t0 = time.perf_counter()
+        device = spec.device
+        base = {"spec": spec, "policy": policy, "run_id": run_id, "started_utc": started, "host": socket.gethostname()}
+        try:
+            device = resolve_device(spec.device)
+            loaded = self.model_for(spec, device)
+            record = self._measure(loaded, spec, policy, device, base)
+        except Exception as exc:  # noqa: BLE001 - every failure of a case is recorded, the suite goes on
+            status = "oom" if is_oom(exc) else "error"
+            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if status == "error":
+                message += "\n" + "".join(traceback.format_exception(exc)[-3:])
+            self.release() if status == "oom" else None
+            record = Record(
+                status=status, error=message[:4000], device=device, device_name=_safe_device_name(device),
+                memory=Memory(memory_cap_bytes=self.memory_cap_bytes), **base,
+            )
+        return record.replace(wall_s=time.perf_counter() - t0)
+
+    def _measure(
+        self, loaded: LoadedModel, spec: CaseSpec, policy: TimingPolicy, device: str, base: dict[str, Any]
+    ) -> Record:
+        model = loaded.model
+        config = model.config
+        limit = loaded.source.max_positions
+        if spec.total_tokens > limit:
+            raise ValueError(f"{spec.total_tokens} tokens exceed the model's maximum of {limit}")
+        sync = device_sync(device)
+        prompt = make_prompt(config.vocab_size, spec.batch_size, spec.context_tokens, spec.seed, device)
+        samples: dict[str, list[Any]] = {"ttft_s": [], "e2e_s": [], "itl_s": [], "latency_s": []}
+        last_cache: list[Any] = [None]
+        once: Callable[[], float]
+        if loaded.source.family == DECODER:
+            if spec.scenario != "generate":
+                raise ValueError(f"model {spec.model} is a decoder: use scenario 'generate', not {spec.scenario!r}")
+
+            def once() -> float:
+                sample = run_generate(model, prompt, spec.new_tokens, self.clock, sync)
+                samples["ttft_s"].append(sample.ttft_s)
+                samples["e2e_s"].append(sample.e2e_s)
+                samples["itl_s"].append(sample.itl_s)
+                last_cache[0] = sample.cache
+                return sample.e2e_s
+        else:
+            if spec.scenario != "encode":
+                raise ValueError(f"model {spec.model} is an encoder: use scenario 'encode', not {spec.scenario!r}")
+            import torch
+
+            prompt["token_type_ids"] = torch.zeros_like(prompt["input_ids"])
+
+            def once() -> float:
+                latency = run_encode(model, prompt, self.clock, sync)
+                samples["latency_s"].append(latency)
+                return latency
+
+        for _ in range(policy.warmup_runs):
+            once()
+        for values in samples.values():
+            values.clear()
+        last_cache[0] = None
+
+        sampler = self.sampler(device)
+        reset_host_peak()
+        with CudaPeaks(device) as peaks:
+            sampler.start()
+            try:
+                repeat_until(once, policy.min_repetitions, policy.max_repetitions, policy.min_duration_s, self.clock)
+            finally:
+                telemetry = sampler.stop()
+        host_peak = host_peak_rss_bytes()
+        self.last_timeline = tuple(telemetry.timeline)
+        kv_bytes = kv_cache_bytes(last_cache[0])
+        last_cache[0] = None
+
+        total_bytes = None
+        if device.startswith("cuda"):
+            import torch
+
+            total_bytes = int(torch.cuda.get_device_properties(device).total_memory)
+        memory = Memory(
+            weights_bytes=weights_bytes(model),
+            peak_allocated_bytes=peaks.peak_allocated_bytes,
+            peak_reserved_bytes=peaks.peak_reserved_bytes,
+            nvml_process_peak_bytes=telemetry.nvml_process_peak_bytes,
+            nvml_method=telemetry.nvml_method,
+            baseline_bytes=self.state.baseline_bytes,
+            kv_cache_bytes=kv_bytes,
+            host_peak_rss_bytes=host_peak,
+            device_total_bytes=total_bytes,
+            memory_cap_bytes=self.memory_cap_bytes,
+        )
+        sample_obj = Samples(
+            ttft_s=tuple(samples["ttft_s"]),
+            e2e_s=tuple(samples["e2e_s"]),
+            itl_s=tuple(tuple(g) for g in samples["itl_s"]),
+            latency_s=tuple(samples["latency_s"]),
+        )
+        flags = list(_quality_flags(spec, loaded, sample_obj, policy))
+        repetitions = len(sample_obj.e2e_s or sample_obj.latency_s)
+        if spec.scenario == "generate":
+            tel_summary = add_per_unit(telemetry.summary, repetitions * spec.batch_size * spec.new_tokens, "token")
+        else:
+            tel_summary = add_per_unit(telemetry.summary, repetitions * spec.batch_size, "sequence")
+        flags.extend(telemetry_flags(tel_summary))
+        info = dict(loaded.info, load_s=round(self.state.load_s, 3), pid=os.getpid())
+        return Record(
+            status="ok", device=device, device_name=device_name(device), samples=sample_obj, memory=memory,
+            model_info=info, quantization=loaded.quantization, telemetry=tel_summary,
+            flags=tuple(dict.fromkeys(flags)), **base,
+        )
+
+
+def _safe_device_name(device: str) -> str:
+    try:
+        return device_name(device)
+    except Exception:  # noqa: BLE001 - a name is best effort on a failed case
+        return device
+
+
+def _quality_flags(spec: CaseSpec, loaded: LoadedModel, samples: Samples, policy: TimingPolicy) -> list[str]:
+    flags = []
+    if loaded.source.random_weights:
+        flags.append("random_weights")
+        if get_precision(spec.precision).quant == "int8":
+            flags.append("int8_outliers_unrepresentative")
+    values = samples.e2e_s or samples.latency_s
+    if coefficient_of_variation(values) > policy.noisy_cv:
+        flags.append("noisy")
+    return flags

@@ -1,0 +1,46 @@
+"""Sessions: ``nox -s bench`` (the main job), ``tests``, ``lint``, and the benchmarks of the harness itself.
+
+Pass arguments after ``--``: ``nox -s bench -- --suite gpu --out reports/mine``.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["bench"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = None  # the interpreter nox itself runs on
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install(spec)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The main job: run a suite (gpu on an NVIDIA machine, smoke on a CPU) and write its report."""
+    _install(session)
+    session.run("bench", "run", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite: CPU only, tiny models; tests marked ``gpu`` skip without CUDA."""
+    _install(session, "test")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "bench", "tests", "noxfile.py", "benchmarks")
+
+
+@nox.session(python=PYTHON)
+def overhead(session: nox.Session) -> None:
+    """Benchmark: the harness's reported E2E latency against the same generate call timed bare."""
+    _install(session)
+    session.run("python", "benchmarks/timing_overhead.py", *session.posargs)
