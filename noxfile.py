@@ -44,3 +44,15 @@ def overhead(session: nox.Session) -> None:
     """Benchmark: the harness's reported E2E latency against the same generate call timed bare."""
     _install(session)
     session.run("python", "benchmarks/timing_overhead.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def compare(session: nox.Session) -> None:
+    """Regression gate: ``nox -s compare -- CURRENT [BASELINE] [--markdown FILE --json FILE]``; exit 1 on a regression.
+
+    Without BASELINE the run is compared with the stored baseline of each of its GPUs (profiles/baselines/).
+    """
+    if not session.posargs:
+        session.error("name the run folder to judge: nox -s compare -- reports/<run> [BASELINE_RUN]")
+    _install(session)
+    session.run("bench", "compare", *session.posargs)

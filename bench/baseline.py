@@ -54,7 +54,9 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write_run(dest: Path, records: Sequence[Record], envelopes: Sequence[dict[str, Any]], meta: dict[str, Any]) -> None:
+def _write_run(
+    dest: Path, records: Sequence[Record], envelopes: Sequence[dict[str, Any]], meta: dict[str, Any]
+) -> None:
     """Write a run folder next to ``dest`` and swap it in, so a failed write never leaves half a baseline."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -107,7 +109,9 @@ def save_baseline(
             "saved_utc": now(),
             "cases": len({r.spec.key for r in recs}),
             "statuses": statuses,
-            "versions": {k: sorted({v for e in envs if (v := version_of(e, k))}) for k in (*LIBRARY_KEYS, "git_commit")},
+            "versions": {
+                k: sorted({v for e in envs if (v := version_of(e, k))}) for k in (*LIBRARY_KEYS, "git_commit")
+            },
         }
         dest = baseline_dir(profiles_dir, name)
         _write_run(dest, recs, envs, meta)
@@ -120,7 +124,8 @@ def list_baselines(profiles_dir: str | os.PathLike[str] = DEFAULT_PROFILES_DIR) 
     root = Path(profiles_dir) / BASELINES_DIR
     if not root.is_dir():
         return []
-    return [read_baseline(p) for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / RESULTS_FILE).is_file()]
+    folders = [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / RESULTS_FILE).is_file()]
+    return [read_baseline(p) for p in folders]
 
 
 def read_baseline(path: Path) -> Baseline:

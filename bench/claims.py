@@ -43,6 +43,12 @@ EVIDENCE_LABELS = {
     PREDICTED: "predicted, not measured on a GPU",
     HOST_MEMORY: "not measured on a GPU (host memory only)",
 }
+EVIDENCE_SHORT = {
+    MEASURED_GPU: "GPU (NVML peak)",
+    MEASURED_GPU_CAPPED: "GPU under a memory cap",
+    PREDICTED: "prediction, no GPU",
+    HOST_MEMORY: "host memory only, no GPU",
+}
 
 # Claim statuses.
 HOLDS = "holds"
@@ -324,7 +330,8 @@ class ClaimVerdict:
     def text(self) -> str:
         """The overall verdict in words, with how it was obtained."""
         if self.status == NO_EVIDENCE:
-            return "no evidence: no record of a case this claim covers"
+            where = "" if self.device.startswith("cuda") else "not measured on a GPU: "
+            return f"{where}no evidence (no record of a case this claim covers)"
         if self.status == NOT_MEASURED:
             return "not measured on a GPU (host memory only; no prediction)"
         words = {
@@ -463,9 +470,11 @@ def judge_claim(
         for precision in claim.precisions:
             if not claim.contexts and precision not in {p for p, _ in accounted}:
                 gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)}")
+            missing = [c for c in claim.contexts if (precision, c) not in accounted]
+            if missing:
+                listed = ", ".join(str(c) for c in missing)
+                gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)} at {listed} tokens")
             for context in claim.contexts:
-                if (precision, context) not in accounted:
-                    gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario, context)}")
                 if (precision, context) not in judged_at and predict is not None:
                     spec = CaseSpec(claim.model, precision, claim.scenario, batch, context, new_tokens)
                     v = _predicted(claim, spec, predict, None)

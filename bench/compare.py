@@ -2,12 +2,13 @@
 
 Speed (decode and prefill tokens/s, TTFT, E2E latency, encode latency) counts as changed only when
 the median moved past a threshold (default 5%) *and* a one-sided Mann-Whitney U test on the raw
-samples finds them beyond baseline x (1 +/- threshold) with p < alpha (default 0.01): so a true
-change no larger than the threshold fails the gate with probability at most alpha, however many
-cases run. A bootstrap confidence interval of the ratio of medians is reported beside it. Where
-the sample counts cannot reach p < alpha at all (the smallest exact p is ``1 / C(n + m, n)``, so
-3 repetitions against 3 never can, 4 against 5 can), the verdict is "insufficient samples". Peak memory is near-deterministic: growth beyond
-``max(1%, 32 MiB)`` fails.
+samples finds them beyond baseline x (1 +/- threshold) with p < alpha (default 0.01). So a true
+change no larger than the threshold fails a metric with probability at most alpha, and a rerun
+with no change far less often: noise alone rarely trips the gate, even over many cases. A
+bootstrap confidence interval of the ratio of medians is reported beside it. Where the sample
+counts cannot reach p < alpha at all (the smallest exact p is ``1 / C(n + m, n)``, so 3
+repetitions against 3 never can, 4 against 5 can), the verdict is "insufficient samples".
+Peak memory is near-deterministic: growth beyond ``max(1%, 32 MiB)`` fails.
 
 Cases are matched on ``(device_name, spec.key)``. A case measured on another GPU is "not
 comparable", a case in one run only is reported as such, and library versions that differ are
@@ -51,6 +52,8 @@ ONLY_CURRENT = "only in current"
 NOT_COMPARABLE = "not comparable"
 
 _FAILURE_STATUSES = ("oom", "error", "timeout")
+# Record flags that say a measurement may be disturbed; named on the case so a reader can weigh it.
+QUALITY_FLAGS = ("noisy", "throttled", "clock_changed", "shared_gpu")
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,8 @@ def speed_samples(record: Record, metric: str) -> list[float]:
     if metric == "decode_tokens_per_s":
         if s.new_tokens < 2:
             return []
-        return [s.batch_size * (s.new_tokens - 1) / (e - t) for t, e in zip(smp.ttft_s, smp.e2e_s) if e > t]
+        pairs = zip(smp.ttft_s, smp.e2e_s, strict=False)
+        return [s.batch_size * (s.new_tokens - 1) / (e - t) for t, e in pairs if e > t]
     raise ValueError(f"{metric!r} is not a speed metric")
 
 
@@ -389,7 +393,7 @@ def _by_identity(records: Sequence[Record]) -> dict[tuple[str, str], Record]:
 def _quality_notes(baseline: Record, current: Record) -> list[str]:
     notes = []
     for side, rec in (("baseline", baseline), ("current", current)):
-        bad = [f for f in rec.flags if f in ("noisy", "throttled", "clock_changed")]
+        bad = [f for f in rec.flags if f in QUALITY_FLAGS]
         if bad:
             notes.append(f"{side} flagged {', '.join(bad)}")
     return notes
@@ -402,7 +406,8 @@ def _compare_pair(
     if baseline.status in _FAILURE_STATUSES and current.ok:
         return CaseComparison(key, current.device_name, label, FIXED, (), (*notes, f"baseline {baseline.status}"))
     if baseline.ok and current.status in _FAILURE_STATUSES:
-        why = f"now {current.status}" + (f": {current.error}" if current.error else "")
+        first_line = (current.error or "").strip().splitlines()[:1]
+        why = f"now {current.status}" + (f": {first_line[0][:200]}" if first_line else "")
         return CaseComparison(key, current.device_name, label, FAILED, (), (*notes, why))
     if not (baseline.ok and current.ok):
         status = SKIPPED if SKIPPED in (baseline.status, current.status) else BOTH_FAILED

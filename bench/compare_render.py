@@ -91,6 +91,18 @@ def rows(comparison: Comparison, *, everything: bool = False) -> list[tuple[str,
     return out
 
 
+def case_notes(comparison: Comparison) -> list[tuple[str, str]]:
+    """(case, notes) of compared cases that carry notes other than version changes (those are run warnings)."""
+    out = []
+    for case in comparison.cases:
+        if case.status != COMPARED:
+            continue  # unmatched and failed cases show their notes in their own row
+        notes = [n for n in case.notes if not n.startswith("versions differ")]
+        if notes:
+            out.append((f"{case.label} [{case.device_name}]", "; ".join(notes)))
+    return out
+
+
 def summary_line(comparison: Comparison) -> str:
     """One line: how many cases got each verdict, regressions first."""
     counts = comparison.counts()
@@ -123,6 +135,8 @@ def render_terminal(comparison: Comparison, console: Console | None = None, *, e
         table.add_row(*cells, style=_STYLE.get(verdict))
     if shown:
         console.print(table)
+    for label, notes in case_notes(comparison):
+        console.print(f"[dim]note:[/dim] {label}: {notes}", highlight=False)
     for text in comparison.warnings:
         console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
     style = "bold red" if comparison.regressions else "bold green"
@@ -156,5 +170,8 @@ def render_markdown(comparison: Comparison, *, title: str = "Benchmark compariso
         picked = [r for r in all_rows if r[0] == verdict]
         if picked:
             lines += [f"### {heading}", "", *_md_table(picked), ""]
+    notes = case_notes(comparison)
+    if notes:
+        lines += ["### Notes", "", *(f"- {_md_escape(label)}: {_md_escape(text)}" for label, text in notes), ""]
     lines += [f"<details><summary>All rows ({len(all_rows)})</summary>", "", *_md_table(all_rows), "", "</details>", ""]
     return "\n".join(lines)

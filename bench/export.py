@@ -162,7 +162,7 @@ def _extra(record: Record) -> str:
 def _iqr_range(values: Sequence[float], scale: float) -> str:
     if len(values) < 2:
         return ""
-    return f"IQR {percentile(values, 25) * scale:.4g} – {percentile(values, 75) * scale:.4g}"
+    return f"IQR {percentile(values, 25) * scale:.4g} to {percentile(values, 75) * scale:.4g}"
 
 
 def to_github_benchmark(records: Sequence[Record], *, bigger: bool) -> list[dict[str, Any]]:

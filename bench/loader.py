@@ -87,7 +87,7 @@ def build_random(source: ModelSource, dtype_name: str, device: str, seed: int = 
     with _skip_init(), torch.device(device):
         model = _model_class(source.family).from_config(config, dtype=torch_dtype(dtype_name), attn_implementation=attn)
     fill_random_(model, seed)
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def random_checkpoint(source: ModelSource, seed: int = 0) -> Path:
@@ -132,7 +132,7 @@ def load_model(
             if source.checkpoint is not None:
                 raise BadInputError(f"cannot load checkpoint {path}: {exc}") from exc
             raise
-        model.eval()
+        model.eval().requires_grad_(False)
     else:
         model = build_random(source, dtype_name, device, seed, attn)
     quant = inspect_quantization(model, precision)

@@ -24,6 +24,7 @@ import pandas as pd
 from bench import plots
 from bench.claims import (
     EVIDENCE_LABELS,
+    EVIDENCE_SHORT,
     GB,
     GIB,
     HOLDS_UP_TO,
@@ -47,6 +48,8 @@ RECORDS_CSV = "records.csv"
 BOUNDARY_DIR = "boundary"
 CAPPED_DIR = "capped"
 BOUNDARY_TOLERANCE_TOKENS = 64
+PLOT_DPI = 120
+MAX_INLINE_ROWS = 12  # longer per-context tables fold into a <details>
 
 FLAG_MEANINGS = {
     "random_weights": "weights are random (built from the model's config): speed and memory match the real "
@@ -209,11 +212,11 @@ def fmt_num(v: float | None, digits: int = 1) -> str:
 
 
 def fmt_ms(s: float | None) -> str:
-    """Seconds as milliseconds with three significant figures."""
+    """Seconds as milliseconds: no decimals from 100 ms, one from 10 ms, two below."""
     if s is None or _nan(s):
         return "—"
     ms = s * 1000.0
-    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.3g}"
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
 
 
 def _nan(v: Any) -> bool:
@@ -256,7 +259,7 @@ def _context_rows(verdict: ClaimVerdict) -> Table:
         peak_mib = fmt_mib(peak) if peak is not None else ("OOM" if v.oom else "—")
         row = [v.model, v.precision, str(v.batch_size), str(v.context_tokens), str(v.new_tokens), peak_mib,
                fmt_gb(peak), fmt_mib(v.budget_bytes), fmt_mib(v.margin_bytes, True), fmt_gb(v.margin_bytes, True),
-               f"{v.symbol} {v.text}", EVIDENCE_LABELS[v.evidence]]
+               f"{v.symbol} {v.text}", EVIDENCE_SHORT[v.evidence]]
         if host:
             row.insert(7, fmt_mib(v.host_peak_rss_bytes) if not v.measured else "—")
         rows.append(tuple(row))
@@ -298,6 +301,12 @@ def _evidence_words(verdict: ClaimVerdict) -> str:
     return words
 
 
+def _evidence_short(verdict: ClaimVerdict) -> str:
+    if verdict.evidence is None:
+        return "none"
+    return " + ".join(EVIDENCE_SHORT[k] for k in dict.fromkeys((verdict.evidence, *verdict.evidence_kinds)))
+
+
 def _capped_summary(capped: ClaimVerdict | None) -> str:
     if capped is None:
         return "not run"
@@ -320,7 +329,14 @@ def _claim_blocks(
         facts.append(f"Note: {claim.note}")
     blocks.append(Bullets(tuple(facts)))
     if verdict.contexts:
-        blocks.append(_context_rows(verdict))
+        table = _context_rows(verdict)
+        if len(verdict.contexts) > MAX_INLINE_ROWS:
+            counts = Counter("fit" if v.fits else "not judged" if v.fits is None else "do not fit"
+                             for v in verdict.contexts)
+            tally = ", ".join(f"{counts[k]} {k}" for k in ("fit", "do not fit", "not judged") if counts[k])
+            blocks.append(Details(f"{len(verdict.contexts)} cases ({tally}): show the table", (table,)))
+        else:
+            blocks.append(table)
     series = _series_table(verdict)
     if series is not None:
         blocks.append(series)
@@ -374,11 +390,11 @@ def _claims_section(results: ClaimResults) -> list[Block]:
     blocks: list[Block] = [Heading("Claims", 2)]
     rows, kinds = [], []
     for g, v, c in results.verdicts:
-        rows.append((v.claim.title, budget_words(v.claim), g.label if g else "—", f"{v.symbol} {v.text}",
-                     _largest_holding(v), _evidence_words(v), _capped_summary(c)))
+        rows.append((v.claim.title, v.claim.budget_text, g.label if g else "—", f"{v.symbol} {v.text}",
+                     _largest_holding(v), _evidence_short(v), _capped_summary(c)))
         kinds.append(_verdict_kind(v.symbol))
     blocks.append(Table(
-        ("Claim", "Budget", "Device", "Verdict", "Largest context that holds", "Evidence", "Capped second check"),
+        ("Claim", "Budget", "Device", "Verdict", "Largest context that holds", "Evidence", "Capped check"),
         tuple(rows), "lllllll", tuple(kinds)))
     blocks.append(Para(
         "✅ / ❌: measured on a GPU (NVML process peak, what nvidia-smi shows). ⚠️: holds only up to a context, or "
@@ -477,36 +493,54 @@ def _mem_header(gpu: bool) -> str:
     return "Peak VRAM, NVML (GiB)" if gpu else "Peak host RSS (GiB)"
 
 
+def _gib_cell(value: Any) -> str:
+    return "—" if value is None or _nan(value) else f"{float(value) / GIB:.2f}"
+
+
+_HIDDEN_TABLE_FLAGS = ("random_weights",)  # said once for the whole report, not on every row
+
+
+def _table_flags(value: Any) -> str:
+    flags = [f for f in str(value or "").split(",") if f and f not in _HIDDEN_TABLE_FLAGS]
+    return flag_words(flags) or "—"
+
+
 def _results_tables(frame: pd.DataFrame, gpu: bool) -> list[Block]:
     blocks: list[Block] = []
     column = "nvml_process_peak_bytes" if gpu else "host_peak_rss_bytes"
-    gen = frame[frame["scenario"] == "generate"].sort_values(["model", "precision", "batch_size", "context_tokens"])
+    order = ["model", "precision", "batch_size", "context_tokens"]
+    random = " (random weights)" if plots.random_weights(frame) else ""
+    gen = frame[frame["scenario"] == "generate"].sort_values(order)
     if not gen.empty:
         rows, kinds = [], []
         for _, r in gen.iterrows():
             rows.append((r["model"], r["precision"], str(r["batch_size"]), str(r["context_tokens"]),
                          str(r["new_tokens"]), r["status"], fmt_ms(r.get("ttft_s")),
                          fmt_num(r.get("decode_tokens_per_s")), fmt_ms(r.get("tpot_s")), fmt_ms(r.get("itl_p99_s")),
-                         fmt_gib(r.get(column)), fmt_gib(r.get("weights_bytes")), fmt_mib(r.get("kv_cache_bytes")),
-                         flag_words(r.get("flags") or "")))
+                         _gib_cell(r.get(column)), _gib_cell(r.get("weights_bytes")), fmt_mib(r.get("kv_cache_bytes")),
+                         _table_flags(r.get("flags"))))
             kinds.append("" if r["status"] == "ok" else "bad")
-        blocks.append(Table(
+        table = Table(
             ("Model", "Precision", "Batch", "Context", "New", "Status", "TTFT (ms)", "Decode (tokens/s)",
              "TPOT (ms)", "ITL p99 (ms)", _mem_header(gpu), "Weights (GiB)", "KV cache (MiB)", "Flags"),
-            tuple(rows), "llrrrlrrrrrrrl", tuple(kinds), caption="Decoder cases (generate): medians over repetitions"))
-    enc = frame[frame["scenario"] == "encode"].sort_values(["model", "precision", "batch_size", "context_tokens"])
+            tuple(rows), "llrrrlrrrrrrrl", tuple(kinds),
+            caption=f"Decoder cases (generate){random}: medians over repetitions")
+        blocks.append(Details(f"Decoder cases: {len(rows)} (table)", (table,)))
+    enc = frame[frame["scenario"] == "encode"].sort_values(order)
     if not enc.empty:
         rows, kinds = [], []
         for _, r in enc.iterrows():
             rows.append((r["model"], r["precision"], str(r["batch_size"]), str(r["context_tokens"]), r["status"],
                          fmt_ms(r.get("latency_s")), fmt_ms(r.get("latency_p90_s")), fmt_num(r.get("sequences_per_s")),
-                         fmt_num(r.get("tokens_per_s"), 0), fmt_gib(r.get(column)), fmt_gib(r.get("weights_bytes")),
-                         flag_words(r.get("flags") or "")))
+                         fmt_num(r.get("tokens_per_s"), 0), _gib_cell(r.get(column)),
+                         _gib_cell(r.get("weights_bytes")), _table_flags(r.get("flags"))))
             kinds.append("" if r["status"] == "ok" else "bad")
-        blocks.append(Table(
+        table = Table(
             ("Model", "Precision", "Batch", "Sequence length", "Status", "Latency (ms)", "p90 (ms)", "Sequences/s",
              "Tokens/s", _mem_header(gpu), "Weights (GiB)", "Flags"),
-            tuple(rows), "llrrlrrrrrrl", tuple(kinds), caption="Encoder cases (encode): medians over repetitions"))
+            tuple(rows), "llrrlrrrrrrl", tuple(kinds),
+            caption=f"Encoder cases (encode){random}: medians over repetitions")
+        blocks.append(Details(f"Encoder cases: {len(rows)} (table)", (table,)))
     return blocks
 
 
@@ -517,20 +551,21 @@ def _plot_files(group: DeviceGroup, frame: pd.DataFrame, out_dir: Path, prefix: 
         if fig is None:
             continue
         name = f"{prefix}{stem}.png"
-        fig.savefig(out_dir / name, dpi=110)
+        fig.savefig(out_dir / name, dpi=PLOT_DPI)
         title = fig.axes[0].get_title().replace("\n", " — ")
         images.append(Image(name, title))
     return images
 
 
-def _device_section(group: DeviceGroup, out_dir: Path, prefix: str) -> list[Block]:
+def _device_section(group: DeviceGroup, out_dir: Path, prefix: str, make_plots: bool = True) -> list[Block]:
     frame = group.frame()
     blocks: list[Block] = [Heading(f"Results on {group.label}", 2)]
     if not group.gpu:
         blocks.append(Para(
             f"Measured on {group.label}, not on a GPU: memory figures are host RSS (the process's peak resident "
             "memory), not VRAM.", "warn"))
-    blocks += _plot_files(group, frame, out_dir, prefix)
+    if make_plots:
+        blocks += _plot_files(group, frame, out_dir, prefix)
     blocks += _results_tables(frame, group.gpu)
     return blocks
 
@@ -581,8 +616,12 @@ def build_report(
     *,
     predict: Predictor | None = None,
     notes: Sequence[str] = (),
+    make_plots: bool = True,
 ) -> ReportFiles:
-    """Write report.md, report.html, the plots and records.csv into ``run_dir``; returns what was written."""
+    """Write report.md, report.html, the plots and records.csv into ``run_dir``; returns what was written.
+
+    ``make_plots=False`` leaves the plots out (tables and verdicts only, much faster).
+    """
     data = load_run(run_dir)
     claims = list(claims) if claims is not None else load_claims()
     out = data.run_dir
@@ -610,7 +649,7 @@ def build_report(
     blocks += _claims_section(results)
     prefix_needed = len(groups) > 1
     for g in groups:
-        blocks += _device_section(g, out, f"{g.slug}--" if prefix_needed else "")
+        blocks += _device_section(g, out, f"{g.slug}--" if prefix_needed else "", make_plots)
     blocks += _environment_section(data, groups)
     blocks += _quality_section(groups)
     blocks.append(Heading("Gaps", 2))

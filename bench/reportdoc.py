@@ -125,7 +125,8 @@ CSS = """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --head:#f6f8fa; --ok:#dafbe1; --bad:#ffebe9; --warn:#fff8c5;
         --note:#ddf4ff; }
 * { box-sizing: border-box; }
-body { font-family: -apple-system, "Segoe UI", "Noto Sans", Helvetica, Arial, sans-serif; color: var(--fg);
+body { font-family: -apple-system, "Segoe UI", "Noto Sans", Helvetica, Arial, sans-serif, "Apple Color Emoji",
+       "Segoe UI Emoji", "Noto Color Emoji"; color: var(--fg);
        max-width: 1180px; margin: 24px auto; padding: 0 20px; line-height: 1.45; font-size: 15px; }
 h1 { font-size: 1.8em; border-bottom: 1px solid var(--line); padding-bottom: .3em; }
 h2 { font-size: 1.4em; border-bottom: 1px solid var(--line); padding-bottom: .25em; margin-top: 1.6em; }
@@ -140,7 +141,8 @@ p { margin: .5em 0 .8em; }
 .table-wrap { overflow-x: auto; margin: .4em 0 1em; }
 table { border-collapse: collapse; font-size: 13.5px; }
 caption { text-align: left; color: var(--muted); font-style: italic; padding-bottom: .3em; }
-th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; }
+th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; white-space: nowrap; }
+td.wrap { white-space: normal; min-width: 14em; }
 th { background: var(--head); text-align: left; white-space: nowrap; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.ok td { background: var(--ok); }
@@ -150,7 +152,7 @@ tbody tr:not(.ok):not(.bad):not(.warn):nth-child(even) td { background: #fafbfc;
 figure { margin: .6em 0 1.2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13px; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 14px; }
 details { margin: .4em 0 1em; }
 summary { cursor: pointer; color: #0969da; }
 ul { margin: .3em 0 1em; }
@@ -168,10 +170,18 @@ def _html_table(table: Table) -> str:
     for i, row in enumerate(table.rows):
         kind = table.row_kinds[i] if i < len(table.row_kinds) and table.row_kinds[i] else ""
         row_cls = f' class="{kind}"' if kind else ""
-        cells = "".join(f"<td{c}>{html.escape(str(v))}</td>" for v, c in zip(row, cls, strict=True))
+        cells = "".join(
+            f"<td{_cell_class(str(v), c)}>{html.escape(str(v))}</td>" for v, c in zip(row, cls, strict=True))
         parts.append(f"<tr{row_cls}>{cells}</tr>")
     parts.append("</tbody></table></div>")
     return "".join(parts)
+
+
+WRAP_AT = 24  # cells longer than this may wrap; shorter ones stay on one line
+
+
+def _cell_class(text: str, cls: str) -> str:
+    return ' class="wrap"' if len(text) > WRAP_AT and not cls else cls
 
 
 def _data_uri(path: Path) -> str:
@@ -191,7 +201,7 @@ def _render_html_blocks(blocks: Sequence[Block], base: Path) -> list[str]:
         if isinstance(block, Image):
             images.append(
                 f'<figure><img src="{_data_uri(base / block.filename)}" alt="{html.escape(block.alt, quote=True)}">'
-                f"<figcaption>{html.escape(block.alt)} ({html.escape(block.filename)})</figcaption></figure>"
+                f"<figcaption>{html.escape(block.filename)}</figcaption></figure>"
             )
             continue
         flush()

@@ -38,21 +38,28 @@ class RunOptions:
     isolate: str = "model"  # "model": one worker per group; "case": one per case
     resume: bool = False
     memory_cap_bytes: int | None = None
-    host_memory_limit_bytes: int | None = None
+    host_memory_headroom_bytes: int | None = None  # simulate a small host: address space a worker may add
     progress: bool = True
     run_id: str = ""
     in_process: bool = False  # run in this process (debugging; a crash takes the run down)
     on_record: Callable[[Record], None] | None = field(default=None, compare=False)
 
 
-def _worker_main(conn: Connection, memory_cap_bytes: int | None, host_limit: int | None) -> None:
+def _limit_address_space(headroom_bytes: int) -> None:
+    """Let this process grow by at most ``headroom_bytes`` of address space (allocations beyond fail)."""
+    import resource
+
+    with open("/proc/self/status", encoding="utf-8") as fh:
+        size = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + headroom_bytes, resource.RLIM_INFINITY))
+
+
+def _worker_main(conn: Connection, memory_cap_bytes: int | None, host_headroom: int | None) -> None:
     """Worker loop: receive (spec, policy, run_id), send back the record and the telemetry timeline."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if host_limit:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (host_limit, host_limit))
+    if host_headroom:
+        _limit_address_space(host_headroom)
     from bench.worker import CaseRunner
 
     runner = CaseRunner(memory_cap_bytes=memory_cap_bytes)
@@ -90,7 +97,7 @@ class Worker:
         ctx = _mp_context()
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_worker_main, args=(child, options.memory_cap_bytes, options.host_memory_limit_bytes), daemon=True
+            target=_worker_main, args=(child, options.memory_cap_bytes, options.host_memory_headroom_bytes), daemon=True
         )
         self.process.start()
         child.close()
@@ -98,7 +105,10 @@ class Worker:
 
     def ask(self, spec: CaseSpec, policy: TimingPolicy, run_id: str, timeout_s: float) -> tuple[str, Any]:
         """Send a case and wait for its record: ('record', payload), ('timeout', None) or ('died', exitcode)."""
-        self.conn.send((spec.to_dict(), policy.to_dict(), run_id))
+        try:
+            self.conn.send((spec.to_dict(), policy.to_dict(), run_id))
+        except OSError:
+            return "died", self._exitcode()
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()

@@ -104,7 +104,10 @@ def run_generate(
             f"generate produced {produced} tokens ({len(timer.times)} timestamps) instead of {new_tokens}"
         )
     ttft, e2e, gaps = token_times_to_sample(start, timer.times)
-    return GenerateSample(ttft, e2e, gaps, produced, getattr(out, "past_key_values", None))
+    cache = out.get("cache") if hasattr(out, "get") else None
+    if cache is None:  # transformers releases before the rename
+        cache = out.get("past_key_values") if hasattr(out, "get") else getattr(out, "past_key_values", None)
+    return GenerateSample(ttft, e2e, gaps, produced, cache)
 
 
 def run_encode(model: Any, inputs: dict[str, Any], clock: Clock = time.perf_counter, sync: Sync = no_sync) -> float:
@@ -128,6 +131,7 @@ def repeat_until(
     while count < max_repetitions:
         run_once()
         count += 1
-        if count >= min_repetitions and clock() - start >= min_duration_s:
+        elapsed = clock() - start
+        if count >= min_repetitions and elapsed >= min_duration_s:
             break
     return count

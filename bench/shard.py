@@ -98,7 +98,7 @@ def select_shard(
     if not 1 <= k <= n:
         raise BadInputError(f"shard {k}/{n}: K must lie between 1 and N")
     shard = assign_shards(cases, n, cost)
-    return [c for c, s in zip(cases, shard) if s == k - 1]
+    return [c for c, s in zip(cases, shard, strict=True) if s == k - 1]
 
 
 def _latest_by_identity(records: Sequence[Record]) -> dict[tuple[str, str], Record]:

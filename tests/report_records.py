@@ -31,7 +31,7 @@ def gpu_peak(precision: str, context: int, new_tokens: int = 64) -> int:
 
 
 def _generate_samples(context: int, new_tokens: int, per_token_s: float, reps: int = 3) -> Samples:
-    ttft = [0.010 + context * 2e-6 * (1 + 0.01 * i) for i in range(reps)]
+    ttft = [0.010 + context * per_token_s * 6e-4 * (1 + 0.01 * i) for i in range(reps)]
     tpot = [per_token_s * (1 + context / 8192) * (1 + 0.005 * i) for i in range(reps)]
     return Samples(
         ttft_s=tuple(ttft),

@@ -190,7 +190,7 @@ def test_compare_speed_on_hand_made_samples():
 def test_speed_samples_follow_the_metric_definitions():
     r = generate_record(reps=4, new_tokens=64, batch=2, context=512)
     for t, e, d, p in zip(r.samples.ttft_s, r.samples.e2e_s, speed_samples(r, "decode_tokens_per_s"),
-                          speed_samples(r, "prefill_tokens_per_s")):
+                          speed_samples(r, "prefill_tokens_per_s"), strict=True):
         assert d == pytest.approx(2 * 63 / (e - t))
         assert p == pytest.approx(2 * 512 / t)
     assert speed_samples(r, "e2e_s") == list(r.samples.e2e_s)
@@ -255,6 +255,8 @@ def test_markdown_terminal_and_json_output():
 
 # --- command line ----------------------------------------------------------------------------
 
+FAST_CLI = ("--bootstrap-resamples", "200")
+
 
 @pytest.fixture
 def bench_main(monkeypatch):
@@ -266,20 +268,20 @@ def test_cli_compare_exit_statuses_and_files(tmp_path, bench_main, monkeypatch):
     base = write_run(tmp_path / "base", suite_records(seed=1), envelope("run-base"))
     same = write_run(tmp_path / "same", suite_records(seed=2, run_id="run-cur"), envelope("run-cur"))
     slow = write_run(tmp_path / "slow", suite_records(seed=3, slowdown=1.2, run_id="run-cur"), envelope("run-cur"))
-    assert bench_main(["compare", str(same), str(base)]) == 0
+    assert bench_main(["compare", str(same), str(base), *FAST_CLI]) == 0
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out_json, out_md = tmp_path / "cmp.json", tmp_path / "cmp.md"
     status = bench_main(["compare", str(slow), str(base), "--json", str(out_json), "--markdown", str(out_md),
-                         "--step-summary"])
+                         "--step-summary", *FAST_CLI])
     assert status == 1
     assert json.loads(out_json.read_text())["exit_status"] == 1
     assert out_md.read_text().startswith("## Benchmark comparison: ❌")
     assert summary.read_text().startswith("## Benchmark comparison: ❌")
     # a threshold high enough to absorb 20% turns the verdicts into "unchanged"
-    assert bench_main(["compare", str(slow), str(base), "--threshold", "30%"]) == 0
-    assert bench_main(["compare", str(tmp_path / "nowhere"), str(base)]) == 2
-    assert bench_main(["compare", str(slow), str(base), "--threshold", "5"]) == 2  # ambiguous: 5% or 500%?
+    assert bench_main(["compare", str(slow), str(base), "--threshold", "30%", *FAST_CLI]) == 0
+    assert bench_main(["compare", str(tmp_path / "nowhere"), str(base), *FAST_CLI]) == 2
+    assert bench_main(["compare", str(slow), str(base), "--threshold", "5", *FAST_CLI]) == 2  # ambiguous: 5% or 500%?
 
 
 def test_cli_compare_against_stored_baselines_per_gpu(tmp_path, bench_main, capsys):
@@ -294,10 +296,10 @@ def test_cli_compare_against_stored_baselines_per_gpu(tmp_path, bench_main, caps
     assert bench_main(["baseline", "show", "--profiles-dir", str(profiles)]) == 0
     assert "nvidia-l4" in capsys.readouterr().out
     cur = write_run(tmp_path / "cur", suite_records(seed=3, slowdown=1.2, run_id="run-cur"), envelope("run-cur"))
-    assert bench_main(["compare", str(cur), "--profiles-dir", str(profiles)]) == 1
+    assert bench_main(["compare", str(cur), "--profiles-dir", str(profiles), *FAST_CLI]) == 1
     # a GPU without a stored baseline is unusable input, with a hint
     other = write_run(tmp_path / "a100", suite_records(seed=4, device_name="NVIDIA A100-SXM4-80GB"))
-    assert bench_main(["compare", str(other), "--profiles-dir", str(profiles)]) == 2
+    assert bench_main(["compare", str(other), "--profiles-dir", str(profiles), *FAST_CLI]) == 2
     assert "bench baseline save" in capsys.readouterr().err
 
 
@@ -328,3 +330,13 @@ def test_non_finite_values_stay_out_of_json():
     json.dumps(data, allow_nan=False)
     assert not any(isinstance(v, float) and not math.isfinite(v) for c in data["cases"] for m in c["metrics"]
                    for v in m.values())
+
+
+def test_quality_flags_are_noted_in_the_output():
+    base = generate_record(flags=("random_weights", "noisy"))
+    cur = generate_record(seed=1, run_id="run-cur", flags=("random_weights", "throttled"))
+    result = compare_records([base], [cur], FAST)
+    assert result.cases[0].notes == ("baseline flagged noisy", "current flagged throttled")
+    md = render_markdown(result)
+    assert "### Notes" in md
+    assert "- phi-3-mini fp16 generate b1 L512 n64 [NVIDIA H200]: baseline flagged noisy; current flagged throttled" in md

@@ -112,3 +112,88 @@ def test_cli_export_formats(tmp_path, bench_main):
     assert (tmp_path / "s" / "nvidia-h200" / "0001_run-base.json").is_file()
     assert bench_main(["export", str(run), "--format", "github-bigger", "--storage", str(tmp_path / "s")]) == 2
     assert bench_main(["export", str(tmp_path / "none"), "--format", "github-bigger", "--out", "x.json"]) == 2
+
+
+FAKE_WORKER = '''
+import bench.worker
+
+
+class FakePrepared:
+    """Stands in for the worker's prepared case: fixed numbers, no model."""
+
+    def __init__(self, spec, device):
+        self.spec, self.device, self.calls, self.closed = spec, device, 0, False
+
+    def run_once(self):
+        self.calls += 1
+        return 0.002
+
+    def extra_info(self):
+        return {"decode_tokens_per_s": 500.0, "host_peak_rss_bytes": 123456789, "device": self.device}
+
+    def close(self):
+        self.closed = True
+
+
+bench.worker.prepare_case = FakePrepared
+'''
+
+TINY_SUITE = '''
+name = "tiny"
+description = "two tiny cases"
+device = "cpu"
+
+[policy]
+warmup_runs = 1
+min_repetitions = 4
+max_repetitions = 4
+
+[[group]]
+models = ["phi-3-tiny"]
+precisions = ["fp32"]
+contexts = [16]
+new_tokens = [4]
+
+[[group]]
+models = ["bert-tiny"]
+precisions = ["fp32"]
+contexts = [16]
+'''
+
+
+def test_pytest_suite_runs_under_pytest_benchmark_and_compares_with_an_export(tmp_path):
+    from pathlib import Path
+
+    from bench.suite import load_suite
+
+    (tmp_path / "fake_worker_plugin.py").write_text(FAKE_WORKER)
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(TINY_SUITE)
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "pytest-run.json"
+    env = {**__import__("os").environ, "BENCH_PYTEST_SUITE": str(suite_file), "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "fake_worker_plugin", "-q", "tests/benchmarks/test_suite_benchmark.py",
+         f"--benchmark-json={out}"],
+        capture_output=True, text=True, cwd=repo, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    cases = load_suite(str(suite_file)).cases
+    assert sorted(b["name"] for b in doc["benchmarks"]) == sorted(case_test_name(c) for c in cases)
+    for bench_json in doc["benchmarks"]:
+        assert bench_json["stats"]["rounds"] == 4  # the suite's repetitions, after its one warm-up
+        assert bench_json["extra_info"]["decode_tokens_per_s"] == 500.0
+        assert bench_json["extra_info"]["harness_samples_s"] == [0.002] * 4
+    # an export of records of the same cases reads side by side with the pytest run
+    storage = tmp_path / "storage"
+    (storage / "cpu").mkdir(parents=True)
+    (storage / "cpu" / "0001_pytest.json").write_text(out.read_text())
+    records = [generate_record(model="phi-3-tiny", precision="fp32", context=16, new_tokens=4, reps=4)]
+    records[0] = records[0].replace(spec=next(c for c in cases if c.scenario == "generate"))
+    save_to_pytest_benchmark_storage(to_pytest_benchmark(records), storage, "cpu", "export")
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "--storage", str(storage), "compare"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    name = case_test_name(records[0].spec)
+    assert f"{name} (0001_" in proc.stdout and f"{name} (0002_" in proc.stdout

@@ -10,6 +10,8 @@ from bench.results import load_records
 from bench.shard import assign_shards, expected_cost, merge_runs, model_parameters, parse_shard, select_shard
 from bench.spec import CaseSpec
 
+FAST_CLI = ("--bootstrap-resamples", "200")
+
 
 @pytest.fixture
 def bench_main(monkeypatch):
@@ -44,7 +46,7 @@ def test_parse_shard_refuses_bad_values(text, message):
 
 def test_greedy_assignment_by_hand():
     cases = _cases(5)
-    costs = dict(zip((c.key for c in cases), (8, 7, 6, 5, 4)))
+    costs = dict(zip((c.key for c in cases), (8, 7, 6, 5, 4), strict=True))
     # costliest first, each to the least-loaded shard: 8->A, 7->B, 6->B (13), 5->A (13), 4->A (tie: lowest)
     assert assign_shards(cases, 2, cost=lambda c: costs[c.key]) == [0, 1, 1, 0, 0]
     assert select_shard(cases, 1, 2, cost=lambda c: costs[c.key]) == [cases[0], cases[3], cases[4]]
@@ -137,5 +139,5 @@ def test_cli_merge_then_compare(tmp_path, bench_main):
     s2 = write_run(tmp_path / "s2", cur[4:], envelope("run-cur"))
     assert bench_main(["merge", str(s1), str(s2), "--out", str(tmp_path / "merged")]) == 0
     assert len(load_records(tmp_path / "merged")) == 11
-    assert bench_main(["compare", str(tmp_path / "merged"), str(base)]) == 1
+    assert bench_main(["compare", str(tmp_path / "merged"), str(base), *FAST_CLI]) == 1
     assert bench_main(["merge", str(s1), str(s1 / ".."), "--out", str(tmp_path / "merged")]) == 2

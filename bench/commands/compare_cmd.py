@@ -1,4 +1,4 @@
-"""``bench compare``, ``bench baseline save|show``, ``bench export`` and ``bench merge``: the regression-tracking commands."""
+"""Regression tracking on the command line: ``bench compare``, ``bench baseline save|show``, ``export``, ``merge``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def _compare(args: argparse.Namespace) -> int:
         memory_tolerance=parse_fraction(args.memory_tolerance),
         memory_tolerance_bytes=parse_size(args.memory_tolerance_bytes),
         require_same_versions=args.require_same_versions,
+        bootstrap_resamples=args.bootstrap_resamples,
     )
     current = _records_or_fail(args.current, "current run")
     current_envs = read_envelopes(args.current)
@@ -135,7 +136,8 @@ def _baseline_show(args: argparse.Namespace) -> int:
         console.print(f"no baselines under {Path(args.profiles_dir) / baselines.BASELINES_DIR}", highlight=False)
         return 0
     table = Table(title="Stored baselines")
-    for col in ("GPU", "folder", "records", "statuses", "saved (UTC)", "torch", "transformers", "bitsandbytes", "commit"):
+    columns = ("GPU", "folder", "records", "statuses", "saved (UTC)", "torch", "transformers", "bitsandbytes", "commit")
+    for col in columns:
         table.add_column(col, overflow="fold")
     for b in found:
         versions = b.meta.get("versions", {})
@@ -183,8 +185,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare", help="compare a run with a baseline: exit 1 on a regression, 2 on unusable input",
         description="Compare CURRENT with BASELINE (a run folder) or, without BASELINE, with the stored baseline of "
-        "each GPU in CURRENT. Speed regresses when its median worsens beyond the threshold and a Mann-Whitney U test "
-        "on the raw samples gives p < alpha; memory when the peak grows beyond max(tolerance, tolerance bytes).",
+        "each GPU in CURRENT. Speed regresses when its median worsens beyond the threshold and a one-sided "
+        "Mann-Whitney U test puts the raw samples beyond baseline x (1 +/- threshold) with p < alpha; memory when "
+        "the peak grows beyond max(tolerance, tolerance bytes). Exit status: 1 on a regression, 2 on unusable input "
+        "(including nothing comparable), else 0.",
     )
     p.add_argument("current", help="run folder (or results.jsonl) to judge")
     p.add_argument("baseline", nargs="?", help="baseline run folder; default: stored baselines in --profiles-dir")
@@ -197,6 +201,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-tolerance-bytes", default="32MiB", help="absolute growth allowed (default 32MiB)")
     p.add_argument("--require-same-versions", action="store_true",
                    help="do not compare cases whose torch/transformers/bitsandbytes versions differ")
+    p.add_argument("--bootstrap-resamples", type=int, default=2000, metavar="N",
+                   help="resamples of the interval of the ratio of medians (default 2000; 0: no interval)")
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     p.add_argument("--markdown", metavar="FILE", help="also write the comparison as Markdown")
     p.add_argument("--step-summary", action="store_true", help="append the Markdown to $GITHUB_STEP_SUMMARY")
@@ -218,7 +224,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("export", help="write records as pytest-benchmark or github-action-benchmark JSON")
     e.add_argument("run_dir", help="run folder to export")
     e.add_argument("--format", required=True, choices=FORMATS,
-                   help="pytest-benchmark | github-bigger (customBiggerIsBetter) | github-smaller (customSmallerIsBetter)")
+                   help="pytest-benchmark, github-bigger (customBiggerIsBetter) "
+                   "or github-smaller (customSmallerIsBetter)")
     where = e.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", metavar="FILE", help="file to write")
     where.add_argument("--storage", metavar="DIR",
