@@ -20,7 +20,7 @@ COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # noqa: D102 - argparse hook: one line, exit 2
+    def error(self, message: str) -> None:
         self.exit(2, f"bench: error: {message}\n")
 
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BadInputError
 from bench.results import ENVIRONMENT_FILE
 from bench.worker import cpu_name, utc_now
 
@@ -31,8 +32,13 @@ def git_commit() -> str | None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -58,29 +64,30 @@ def cuda_available() -> bool:
 
 
 def _gpus() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    try:
-        from bench.gpu_state import inspect_gpus
-    except ImportError:
-        inspect_gpus = None
-    state: dict[str, Any] = inspect_gpus() if inspect_gpus is not None else {}
-    gpus = [
-        {k: g.get(k) for k in ("index", "name", "uuid", "memory_bytes")}
-        for g in state.get("gpus", [])
-    ]
+    from bench.gpu_state import inspect_gpus
+
+    state: dict[str, Any] = inspect_gpus()
+    gpus = [{k: g.get(k) for k in ("index", "name", "uuid", "memory_bytes")} for g in state.get("gpus", [])]
     if not gpus and cuda_available():
         import torch
 
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            gpus.append({"index": i, "name": props.name, "uuid": str(getattr(props, "uuid", "")),
-                         "memory_bytes": int(props.total_memory)})
+            gpus.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "uuid": str(getattr(props, "uuid", "")),
+                    "memory_bytes": int(props.total_memory),
+                }
+            )
     return gpus, state
 
 
 def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[str, Any]:
     """Everything a reader needs to trust or reproduce a run."""
     torch_version = _version("torch")
-    cuda = driver = None
+    cuda = None
     try:
         import torch
 
@@ -88,7 +95,8 @@ def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[
     except ImportError:
         pass
     gpus, state = _gpus()
-    driver = state.get("driver") if isinstance(state, dict) else None
+    drivers = {g.get("driver") for g in state.get("gpus", []) if g.get("driver")}
+    driver = ", ".join(sorted(drivers)) or None
     return {
         "run_id": uuid.uuid4().hex[:12],
         "created_utc": utc_now(),
@@ -131,10 +139,13 @@ def write_environment(run_dir: Path, env: dict[str, Any]) -> Path:
 
 
 def read_environment(run_dir: Path) -> dict[str, Any]:
-    """The run's environment, or an empty dict when missing or unreadable."""
-    path = Path(run_dir) / ENVIRONMENT_FILE
+    """The run's environment (the first envelope of a merged run, all of them under 'envelopes'); {} if none."""
+    from bench.envelopes import read_envelopes
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        envelopes = read_envelopes(run_dir)
+    except BadInputError:
         return {}
-    return data if isinstance(data, dict) else {}
+    if not envelopes:
+        return {}
+    return {**envelopes[0], "envelopes": envelopes} if len(envelopes) > 1 else envelopes[0]

@@ -9,8 +9,15 @@ import pandas as pd
 from bench.record import Record
 
 SPEC_COLUMNS = (
-    "model", "precision", "scenario", "batch_size", "context_tokens", "new_tokens",
-    "weights", "attn_implementation", "suite",
+    "model",
+    "precision",
+    "scenario",
+    "batch_size",
+    "context_tokens",
+    "new_tokens",
+    "weights",
+    "attn_implementation",
+    "suite",
 )
 
 
@@ -20,8 +27,15 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
     for r in records:
         row: dict[str, object] = {c: getattr(r.spec, c) for c in SPEC_COLUMNS}
         row.update(
-            key=r.spec.key, status=r.status, error=r.error, device=r.device, device_name=r.device_name,
-            host=r.host, run_id=r.run_id, flags=",".join(r.flags), wall_s=r.wall_s,
+            key=r.spec.key,
+            status=r.status,
+            error=r.error,
+            device=r.device,
+            device_name=r.device_name,
+            host=r.host,
+            run_id=r.run_id,
+            flags=",".join(r.flags),
+            wall_s=r.wall_s,
         )
         row.update(r.metrics)
         row.update(r.memory.to_dict())

@@ -32,7 +32,7 @@ def token_times_to_sample(start_s: float, token_times_s: Sequence[float]) -> tup
         raise ValueError("a generation produced no token timestamps")
     ttft = token_times_s[0] - start_s
     e2e = token_times_s[-1] - start_s
-    gaps = tuple(b - a for a, b in zip(token_times_s, token_times_s[1:]))
+    gaps = tuple(b - a for a, b in zip(token_times_s, token_times_s[1:], strict=False))
     return ttft, e2e, gaps
 
 
@@ -59,7 +59,7 @@ def generate_metrics(
         "repetitions": float(len(e2e_s)),
     }
     if new_tokens > 1:
-        decode = [e - t for t, e in zip(ttft_s, e2e_s)]
+        decode = [e - t for t, e in zip(ttft_s, e2e_s, strict=True)]
         out["tpot_s"] = statistics.median(d / (new_tokens - 1) for d in decode)
         out["decode_tokens_per_s"] = statistics.median(
             batch_size * (new_tokens - 1) / d if d > 0 else math.inf for d in decode

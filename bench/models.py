@@ -39,27 +39,64 @@ class ModelEntry:
 
 
 _TINY_PHI3 = (
-    ("hidden_size", 256), ("intermediate_size", 512), ("num_hidden_layers", 2),
-    ("num_attention_heads", 4), ("num_key_value_heads", 4), ("vocab_size", 32064),
+    ("hidden_size", 256),
+    ("intermediate_size", 512),
+    ("num_hidden_layers", 2),
+    ("num_attention_heads", 4),
+    ("num_key_value_heads", 4),
+    ("vocab_size", 32064),
 )
 _TINY_BERT = (("hidden_size", 128), ("intermediate_size", 512), ("num_hidden_layers", 2), ("num_attention_heads", 2))
 
 MODELS: dict[str, ModelEntry] = {
     m.name: m
     for m in (
-        ModelEntry("phi-3-mini", DECODER, "Phi3Config", "microsoft/Phi-3-mini-4k-instruct",
-                   "Phi-3-mini, full size: 3.8B parameters, 32 layers, 4K context"),
-        ModelEntry("phi-3-mini-2l", DECODER, "Phi3Config", "microsoft/Phi-3-mini-4k-instruct",
-                   "Phi-3-mini at full width with 2 of its 32 layers (for layer-scaled measurement)",
-                   (("num_hidden_layers", 2),)),
-        ModelEntry("phi-3-tiny", DECODER, "Phi3Config", "microsoft/Phi-3-mini-4k-instruct",
-                   "Phi-3 architecture shrunk for CPUs and tests: hidden 256, 2 layers", _TINY_PHI3),
-        ModelEntry("bert-base", ENCODER, "BertConfig", "bert-base-uncased",
-                   "BERT-base, full size: 110M parameters, 12 layers, 512 positions"),
-        ModelEntry("bert-base-2l", ENCODER, "BertConfig", "bert-base-uncased",
-                   "BERT-base at full width with 2 of its 12 layers", (("num_hidden_layers", 2),)),
-        ModelEntry("bert-tiny", ENCODER, "BertConfig", "bert-base-uncased",
-                   "BERT architecture shrunk for CPUs and tests: hidden 128, 2 layers", _TINY_BERT),
+        ModelEntry(
+            "phi-3-mini",
+            DECODER,
+            "Phi3Config",
+            "microsoft/Phi-3-mini-4k-instruct",
+            "Phi-3-mini, full size: 3.8B parameters, 32 layers, 4K context",
+        ),
+        ModelEntry(
+            "phi-3-mini-2l",
+            DECODER,
+            "Phi3Config",
+            "microsoft/Phi-3-mini-4k-instruct",
+            "Phi-3-mini at full width with 2 of its 32 layers (for layer-scaled measurement)",
+            (("num_hidden_layers", 2),),
+        ),
+        ModelEntry(
+            "phi-3-tiny",
+            DECODER,
+            "Phi3Config",
+            "microsoft/Phi-3-mini-4k-instruct",
+            "Phi-3 architecture shrunk for CPUs and tests: hidden 256, 2 layers",
+            _TINY_PHI3,
+        ),
+        ModelEntry(
+            "bert-base",
+            ENCODER,
+            "BertConfig",
+            "bert-base-uncased",
+            "BERT-base, full size: 110M parameters, 12 layers, 512 positions",
+        ),
+        ModelEntry(
+            "bert-base-2l",
+            ENCODER,
+            "BertConfig",
+            "bert-base-uncased",
+            "BERT-base at full width with 2 of its 12 layers",
+            (("num_hidden_layers", 2),),
+        ),
+        ModelEntry(
+            "bert-tiny",
+            ENCODER,
+            "BertConfig",
+            "bert-base-uncased",
+            "BERT architecture shrunk for CPUs and tests: hidden 128, 2 layers",
+            _TINY_BERT,
+        ),
     )
 }
 

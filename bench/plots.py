@@ -42,6 +42,7 @@ SEGMENT_COLORS = {
 }
 DEFAULT_BUDGET_LINES: tuple[tuple[int, str], ...] = ((6 * GIB, "6 GiB"), (8 * GIB, "8 GiB"))
 FIGSIZE = (7.0, 4.3)
+LEGEND_INSIDE_MAX = 6
 
 
 def precision_color(precision: str) -> str:
@@ -99,7 +100,11 @@ def _finish(ax, title: str, frame: pd.DataFrame, xlabel: str, ylabel: str) -> No
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.12)
     handles, labels = ax.get_legend_handles_labels()
-    if handles:
+    if len(handles) > LEGEND_INSIDE_MAX:
+        # Many lines: the legend goes to the right of the axes so that it never hides data.
+        ax.figure.subplots_adjust(right=0.77)
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)
+    elif handles:
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
 
 
@@ -120,7 +125,17 @@ def _lines(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, obj
     for values, part in frame.groupby(list(keys), sort=True):
         values = values if isinstance(values, tuple) else (values,)
         out.append((dict(zip(keys, values, strict=True)), part.sort_values("context_tokens")))
-    return out
+    return sorted(out, key=lambda item: tuple(_sort_key(k, item[0][k]) for k in keys))
+
+
+_PRECISION_ORDER = tuple(PRECISION_COLORS)
+
+
+def _sort_key(key: str, value: object) -> tuple[int, str]:
+    """Precisions in their usual order (fp32, fp16, bf16, int8, nf4, ...), everything else as is."""
+    if key == "precision" and value in _PRECISION_ORDER:
+        return (_PRECISION_ORDER.index(str(value)), "")
+    return (len(_PRECISION_ORDER), f"{value:>12}" if isinstance(value, (int, float)) else str(value))
 
 
 def _label(line: dict[str, object], frame: pd.DataFrame) -> str:
@@ -137,12 +152,15 @@ def _label(line: dict[str, object], frame: pd.DataFrame) -> str:
 
 
 def _style(line: dict[str, object], frame: pd.DataFrame) -> dict[str, object]:
+    """Color by precision; marker by batch size; line style by model, or by batch size for a single model."""
     models = sorted(frame["model"].unique())
     batches = sorted(frame["batch_size"].unique())
+    batch_index = batches.index(line.get("batch_size", batches[0]))
+    style_index = models.index(line["model"]) if len(models) > 1 else batch_index
     return {
         "color": precision_color(str(line["precision"])),
-        "linestyle": _LINESTYLES[models.index(line["model"]) % len(_LINESTYLES)],
-        "marker": _MARKERS[batches.index(line.get("batch_size", batches[0])) % len(_MARKERS)],
+        "linestyle": _LINESTYLES[style_index % len(_LINESTYLES)],
+        "marker": _MARKERS[batch_index % len(_MARKERS)],
         "markersize": 5,
         "linewidth": 1.8,
     }

@@ -159,7 +159,7 @@ def _role(name: str) -> str:
 
 def _layer_index(name: str) -> int | None:
     parts = name.split(".")
-    for a, b in zip(parts, parts[1:]):
+    for a, b in zip(parts, parts[1:], strict=False):
         if a in ("layers", "layer", "h", "blocks") and b.isdigit():
             return int(b)
     return None
@@ -226,6 +226,8 @@ def _build_architecture(name: str, family: str, config: Any) -> Architecture:
                                        quantized, role, _layer_index(mod_name), tied))
             if not tied:
                 linear_weights.add(f"{mod_name}.weight")
+            if module.bias is not None:
+                linear_weights.add(f"{mod_name}.bias")
     others: list[OtherTensor] = []
     seen: set[int] = set()
     for pname, p in model.named_parameters(remove_duplicate=True):
@@ -239,7 +241,7 @@ def _build_architecture(name: str, family: str, config: Any) -> Architecture:
         others.append(OtherTensor(bname, b.numel(), str(b.dtype).replace("torch.", ""), True))
     embeddings = model.get_input_embeddings()
     cfg = model.config
-    heads = int(getattr(cfg, "num_attention_heads"))
+    heads = int(cfg.num_attention_heads)
     hidden = int(cfg.hidden_size)
     head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
     roles = {lin.role for lin in linears if lin.layer == 0}
@@ -350,11 +352,13 @@ def _linear_workspace(lin: LinearLayer, rows: int, precision: Precision, traits:
     k, n = lin.in_features, lin.out_features
     if precision.quant == "int8":
         quant_a = rows * k + rows * 4  # int8 activations + float32 row scales
-        if traits.kind == "cpu" and not traits.cpu_avx512:
-            # matmul(A.float(), B.float().t()) -> float32, then the int32 copy and a float32 dequant
-            return quant_a + max(rows * k * 4 + n * k * 4 + rows * n * 4, rows * n * 8)
         if traits.kind == "cpu":
-            return quant_a + rows * n * 8  # int32 product + float32 dequant before the cast
+            # the CPU dequant is plain torch: int32 product, the float32 outer product of the scales, the
+            # int32 product promoted to float32 and the float32 result, all alive at once
+            dequant = rows * n * 16
+            if not traits.cpu_avx512:  # no VNNI: matmul(A.float(), B.float().t()) in float32 first
+                return quant_a + max(rows * k * 4 + n * k * 4 + rows * n * 4, dequant)
+            return quant_a + dequant
         return quant_a + rows * n * 4  # int32 product (cuBLASLt), dequantized in one kernel
     if traits.kind == "cuda" and rows <= GEMV_4BIT_MAX_ROWS:
         return 0  # fused 4-bit kernel, no dequantized copy
@@ -385,7 +389,7 @@ def _decoder_prefill(arch: Architecture, b: int, length: int, precision: Precisi
     def out(lin: LinearLayer) -> int:
         return t * lin.out_features * act
 
-    base = t * h * act + 2 * length * arch.head_dim * act  # inputs_embeds + rotary cos/sin (batch 1)
+    base = t * h * act + 2 * t * arch.head_dim * act  # inputs_embeds + rotary cos/sin (generate passes position ids per sequence)
     if arch.sliding_window and length > arch.sliding_window:
         base += b * length * length  # a boolean sliding-window mask
     if arch.num_layers > 1:

@@ -85,5 +85,7 @@ def inspect_quantization(model: Any, precision: Precision) -> dict[str, Any]:
             )
         expected = "uint8" if precision.quant in ("nf4", "fp4") else "int8"
         if expected not in dtypes:
-            raise RuntimeError(f"precision {precision.name}: no {expected} weight storage found (dtypes {dict(dtypes)})")
+            raise RuntimeError(
+                f"precision {precision.name}: no {expected} weight storage found (dtypes {dict(dtypes)})"
+            )
     return details

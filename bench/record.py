@@ -105,7 +105,12 @@ class Record:
         s = self.spec
         if s.scenario == "generate":
             return metrics.generate_metrics(
-                self.samples.ttft_s, self.samples.e2e_s, self.samples.itl_s, s.batch_size, s.context_tokens, s.new_tokens
+                self.samples.ttft_s,
+                self.samples.e2e_s,
+                self.samples.itl_s,
+                s.batch_size,
+                s.context_tokens,
+                s.new_tokens,
             )
         return metrics.encode_metrics(self.samples.latency_s, s.batch_size, s.context_tokens)
 

@@ -411,6 +411,8 @@ def _claims_section(results: ClaimResults) -> list[Block]:
 
 ENV_KEYS = ("run_id", "created_utc", "suite", "host", "cpu", "ram_bytes", "python", "torch", "transformers",
             "bitsandbytes", "cuda", "driver", "git_commit", "gpus", "argv")
+ENV_LABELS = {"run_id": "Run id", "created_utc": "Started (UTC)", "ram_bytes": "Host RAM", "git_commit": "Git commit",
+              "gpus": "GPUs", "argv": "Command", "cpu": "CPU", "cuda": "CUDA", "os": "OS", "cpu_count": "CPU cores"}
 
 
 def _env_value(key: str, value: Any) -> str:
@@ -447,7 +449,7 @@ def _environment_section(data: RunData, groups: Sequence[DeviceGroup]) -> list[B
         many = len(data.envelopes) > 1
         headers = ("Item",) + tuple(f"Run {e.get('run_id', i + 1)}" if many else "Value"
                                     for i, e in enumerate(data.envelopes))
-        rows = tuple((k, *(_env_value(k, e.get(k)) for e in data.envelopes)) for k in keys)
+        rows = tuple((ENV_LABELS.get(k, k), *(_env_value(k, e.get(k)) for e in data.envelopes)) for k in keys)
         blocks.append(Table(headers, rows))
     else:
         blocks.append(Para("No environment envelope: the table below is built from the records alone.", "warn"))

@@ -147,12 +147,21 @@ class Worker:
         self.conn.close()
 
 
-def _failed_record(spec: CaseSpec, policy: TimingPolicy, run_id: str, status: str, error: str, options: RunOptions) -> Record:
+def _failed_record(
+    spec: CaseSpec, policy: TimingPolicy, run_id: str, status: str, error: str, options: RunOptions
+) -> Record:
     from bench.worker import utc_now
 
     return Record(
-        spec=spec, status=status, error=error, run_id=run_id, policy=policy, device=spec.device,
-        host=socket.gethostname(), started_utc=utc_now(), memory=Memory(memory_cap_bytes=options.memory_cap_bytes),
+        spec=spec,
+        status=status,
+        error=error,
+        run_id=run_id,
+        policy=policy,
+        device=spec.device,
+        host=socket.gethostname(),
+        started_utc=utc_now(),
+        memory=Memory(memory_cap_bytes=options.memory_cap_bytes),
     )
 
 
@@ -235,11 +244,17 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
                         worker = None
                         if kind == "timeout":
                             record = _failed_record(
-                                spec, policy, options.run_id, "timeout",
-                                f"case did not finish within {timeout:.0f} s; the worker was killed", options,
+                                spec,
+                                policy,
+                                options.run_id,
+                                "timeout",
+                                f"case did not finish within {timeout:.0f} s; the worker was killed",
+                                options,
                             )
                         else:
-                            record = _failed_record(spec, policy, options.run_id, "error", _died_message(payload), options)
+                            record = _failed_record(
+                                spec, policy, options.run_id, "error", _died_message(payload), options
+                            )
                 append_record(path, record)
                 if timeline:
                     write_timeline(options.out_dir, record.spec.key, timeline)

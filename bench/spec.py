@@ -32,7 +32,8 @@ class CaseSpec:
         """A short stable identifier of the case (independent of the suite it came from)."""
         ident = {k: v for k, v in self.to_dict().items() if k != "suite"}
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-        return f"{self.model}/{self.precision}/{self.scenario}/b{self.batch_size}/L{self.context_tokens}/n{self.new_tokens}/{digest}"
+        shape = f"b{self.batch_size}/L{self.context_tokens}/n{self.new_tokens}"
+        return f"{self.model}/{self.precision}/{self.scenario}/{shape}/{digest}"
 
     @property
     def group(self) -> tuple[str, str, str, str]:

@@ -20,7 +20,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _TOP_KEYS = {"name", "description", "device", "policy", "group"}
-_GROUP_KEYS = {"models", "precisions", "scenario", "batch_sizes", "contexts", "new_tokens", "attn_implementation", "seed"}
+_GROUP_KEYS = {
+    "models",
+    "precisions",
+    "scenario",
+    "batch_sizes",
+    "contexts",
+    "new_tokens",
+    "attn_implementation",
+    "seed",
+}
 _POLICY_KEYS = {f.name for f in fields(TimingPolicy)}
 
 
@@ -77,7 +86,9 @@ def load_suite(name_or_path: str) -> Suite:
     else:
         names = shipped_suites()
         if name_or_path not in names:
-            raise BadInputError(f"unknown suite {name_or_path!r}; choose one of: {', '.join(names)} or pass a .toml file")
+            raise BadInputError(
+                f"unknown suite {name_or_path!r}; choose one of: {', '.join(names)} or pass a .toml file"
+            )
         text = resources.files("bench.suites").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
         source = f"bench/suites/{name_or_path}.toml"
     try:
@@ -154,8 +165,14 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
     device = data.get("device", "cpu")
     if not isinstance(device, str):
         raise BadInputError(f"{source}: key 'device' must be a string like 'cpu' or 'cuda'")
-    return Suite(str(data.get("name", Path(source).stem)), str(data.get("description", "")), device, policy,
-                 tuple(groups), source)
+    return Suite(
+        str(data.get("name", Path(source).stem)),
+        str(data.get("description", "")),
+        device,
+        policy,
+        tuple(groups),
+        source,
+    )
 
 
 def expand(suite: Suite) -> list[CaseSpec]:
@@ -173,8 +190,10 @@ def expand(suite: Suite) -> list[CaseSpec]:
                 scenario = "generate" if source.family == DECODER else "encode"
             new_tokens = (o.get("new_tokens") or g.new_tokens) if scenario == "generate" else (0,)
             for precision, batch, context, new in itertools.product(
-                o.get("precisions") or g.precisions, o.get("batch_sizes") or g.batch_sizes,
-                o.get("contexts") or g.contexts, new_tokens,
+                o.get("precisions") or g.precisions,
+                o.get("batch_sizes") or g.batch_sizes,
+                o.get("contexts") or g.contexts,
+                new_tokens,
             ):
                 get_precision(precision)
                 if context + new > source.max_positions:
@@ -182,10 +201,21 @@ def expand(suite: Suite) -> list[CaseSpec]:
                         f"{model}: prompt of {context} plus {new} new tokens is {context + new} tokens, over the "
                         f"model's maximum of {source.max_positions}; use a shorter --context or fewer --new-tokens"
                     )
-                cases.append(CaseSpec(model=model, precision=precision, scenario=scenario, batch_size=batch,
-                                      context_tokens=context, new_tokens=new, weights=weights,
-                                      attn_implementation=g.attn_implementation, device=device, suite=suite.name,
-                                      seed=g.seed))
+                cases.append(
+                    CaseSpec(
+                        model=model,
+                        precision=precision,
+                        scenario=scenario,
+                        batch_size=batch,
+                        context_tokens=context,
+                        new_tokens=new,
+                        weights=weights,
+                        attn_implementation=g.attn_implementation,
+                        device=device,
+                        suite=suite.name,
+                        seed=g.seed,
+                    )
+                )
     if not cases:
         raise BadInputError(f"suite {suite.name} has no cases")
     return cases
@@ -194,5 +224,13 @@ def expand(suite: Suite) -> list[CaseSpec]:
 def with_overrides(suite: Suite, **overrides: Any) -> Suite:
     """The suite with command-line overrides (lists replace the suite's lists in every group)."""
     clean = {k: v for k, v in overrides.items() if v}
-    return Suite(suite.name, suite.description, suite.device, suite.policy, suite.groups, suite.source,
-                 suite.weights, {**suite.overrides, **clean})
+    return Suite(
+        suite.name,
+        suite.description,
+        suite.device,
+        suite.policy,
+        suite.groups,
+        suite.source,
+        suite.weights,
+        {**suite.overrides, **clean},
+    )

@@ -36,8 +36,16 @@ def summary_row(r: Record) -> tuple[str, ...]:
         peak = "-"
     status = r.status if r.ok else f"[red]{r.status}[/]"
     flags = ",".join(f for f in r.flags if f not in ("random_weights", "int8_outliers_unrepresentative"))
-    return (f"{s.model} {s.precision}", shape, status, latency, rate, _fmt(r.memory.weights_bytes, 1 / MIB, 1),
-            peak, flags)
+    return (
+        f"{s.model} {s.precision}",
+        shape,
+        status,
+        latency,
+        rate,
+        _fmt(r.memory.weights_bytes, 1 / MIB, 1),
+        peak,
+        flags,
+    )
 
 
 def print_summary(records: Sequence[Record]) -> None:
@@ -49,10 +57,21 @@ def print_summary(records: Sequence[Record]) -> None:
     if not records:
         console.print("No cases were run (every case already has a record).")
         return
-    table = Table(title="Results: TTFT (generate) or forward latency (encode) in ms; decode tokens/s or "
-                  "sequences/s; memory in MiB", show_lines=False)
-    for col, justify in (("case", "left"), ("shape", "left"), ("status", "left"), ("ms", "right"),
-                         ("per s", "right"), ("weights", "right"), ("peak", "right"), ("flags", "left")):
+    table = Table(
+        title="Results: TTFT (generate) or forward latency (encode) in ms; decode tokens/s or "
+        "sequences/s; memory in MiB",
+        show_lines=False,
+    )
+    for col, justify in (
+        ("case", "left"),
+        ("shape", "left"),
+        ("status", "left"),
+        ("ms", "right"),
+        ("per s", "right"),
+        ("weights", "right"),
+        ("peak", "right"),
+        ("flags", "left"),
+    ):
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in records:
         table.add_row(*summary_row(r))

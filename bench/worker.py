@@ -7,7 +7,6 @@ import platform
 import socket
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -83,6 +82,90 @@ def process_device_bytes(sampler: Any) -> tuple[int | None, str | None]:
     return tel.nvml_process_peak_bytes, tel.nvml_method
 
 
+class PreparedCase:
+    """One case ready to time: the prompt built, each ``run_once`` a timed call whose samples are kept."""
+
+    def __init__(self, loaded: LoadedModel, spec: CaseSpec, device: str, clock: Clock = time.perf_counter):
+        limit = loaded.source.max_positions
+        if spec.total_tokens > limit:
+            raise ValueError(f"{spec.total_tokens} tokens exceed the model's maximum of {limit}")
+        is_decoder = loaded.source.family == DECODER
+        expected = "generate" if is_decoder else "encode"
+        if spec.scenario != expected:
+            kind = "decoder" if is_decoder else "encoder"
+            raise ValueError(f"model {spec.model} is an {kind}: use scenario {expected!r}, not {spec.scenario!r}")
+        self.loaded, self.spec, self.device, self.clock = loaded, spec, device, clock
+        self.sync = device_sync(device)
+        self.prompt = make_prompt(
+            loaded.model.config.vocab_size, spec.batch_size, spec.context_tokens, spec.seed, device
+        )
+        if not is_decoder:
+            import torch
+
+            self.prompt["token_type_ids"] = torch.zeros_like(self.prompt["input_ids"])
+        self.last_cache: Any = None
+        self._raw: dict[str, list[Any]] = {"ttft_s": [], "e2e_s": [], "itl_s": [], "latency_s": []}
+
+    def run_once(self) -> float:
+        """One timed call; returns its E2E (generate) or forward latency (encode) in seconds."""
+        if self.spec.scenario == "generate":
+            sample = run_generate(self.loaded.model, self.prompt, self.spec.new_tokens, self.clock, self.sync)
+            self._raw["ttft_s"].append(sample.ttft_s)
+            self._raw["e2e_s"].append(sample.e2e_s)
+            self._raw["itl_s"].append(sample.itl_s)
+            self.last_cache = sample.cache
+            return sample.e2e_s
+        latency = run_encode(self.loaded.model, self.prompt, self.clock, self.sync)
+        self._raw["latency_s"].append(latency)
+        return latency
+
+    def clear(self) -> None:
+        """Forget the samples so far (after warm-up)."""
+        for values in self._raw.values():
+            values.clear()
+        self.last_cache = None
+
+    def samples(self) -> Samples:
+        """The samples kept so far."""
+        return Samples(
+            ttft_s=tuple(self._raw["ttft_s"]),
+            e2e_s=tuple(self._raw["e2e_s"]),
+            itl_s=tuple(tuple(g) for g in self._raw["itl_s"]),
+            latency_s=tuple(self._raw["latency_s"]),
+        )
+
+    def extra_info(self) -> dict[str, Any]:
+        """Metrics of the samples so far and memory in bytes (JSON-safe), for pytest-benchmark's extra_info."""
+        record = Record(spec=self.spec, status="ok", samples=self.samples())
+        info: dict[str, Any] = {k: v for k, v in record.metrics.items() if v == v and abs(v) != float("inf")}
+        info.update(
+            weights_bytes=weights_bytes(self.loaded.model),
+            kv_cache_bytes=kv_cache_bytes(self.last_cache),
+            host_peak_rss_bytes=host_peak_rss_bytes(),
+            precision=self.spec.precision,
+            random_weights=self.loaded.source.random_weights,
+        )
+        if self.device.startswith("cuda"):
+            import torch
+
+            info["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
+            info["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(self.device))
+        return info
+
+    def close(self) -> None:
+        """Drop the samples and the model reference."""
+        self.clear()
+        self.loaded = None  # type: ignore[assignment]
+
+
+def prepare_case(spec: CaseSpec, device: str | None = None) -> PreparedCase:
+    """Load a case's model in this process and return it ready to time (for pytest-benchmark and notebooks)."""
+    runner = CaseRunner()
+    resolved = resolve_device(device or spec.device)
+    loaded = runner.model_for(spec, resolved)
+    return PreparedCase(loaded, spec, resolved, runner.clock)
+
+
 @dataclass
 class GroupState:
     """What a worker keeps between the cases of one group: the loaded model and the CUDA baseline."""
@@ -111,8 +194,9 @@ class CaseRunner:
         """A telemetry sampler for ``device`` (NVML on a GPU, psutil on a CPU)."""
         from bench.telemetry import TelemetrySampler
 
-        return TelemetrySampler(device, period_s=self.telemetry_period_s,
-                                baseline_used_bytes=self._used_before.get(device))
+        return TelemetrySampler(
+            device, period_s=self.telemetry_period_s, baseline_used_bytes=self._used_before.get(device)
+        )
 
     def _prepare_device(self, device: str) -> None:
         if not device.startswith("cuda") or device in self._cap_applied:
@@ -170,72 +254,44 @@ class CaseRunner:
             device = resolve_device(spec.device)
             loaded = self.model_for(spec, device)
             record = self._measure(loaded, spec, policy, device, base)
-        except Exception as exc:  # noqa: BLE001 - every failure of a case is recorded, the suite goes on
+        except Exception as exc:
             status = "oom" if is_oom(exc) else "error"
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if status == "error":
                 message += "\n" + "".join(traceback.format_exception(exc)[-3:])
             self.release() if status == "oom" else None
             record = Record(
-                status=status, error=message[:4000], device=device, device_name=_safe_device_name(device),
-                memory=Memory(memory_cap_bytes=self.memory_cap_bytes), **base,
+                status=status,
+                error=message[:4000],
+                device=device,
+                device_name=_safe_device_name(device),
+                memory=Memory(memory_cap_bytes=self.memory_cap_bytes),
+                **base,
             )
         return record.replace(wall_s=time.perf_counter() - t0)
 
     def _measure(
         self, loaded: LoadedModel, spec: CaseSpec, policy: TimingPolicy, device: str, base: dict[str, Any]
     ) -> Record:
-        model = loaded.model
-        config = model.config
-        limit = loaded.source.max_positions
-        if spec.total_tokens > limit:
-            raise ValueError(f"{spec.total_tokens} tokens exceed the model's maximum of {limit}")
-        sync = device_sync(device)
-        prompt = make_prompt(config.vocab_size, spec.batch_size, spec.context_tokens, spec.seed, device)
-        samples: dict[str, list[Any]] = {"ttft_s": [], "e2e_s": [], "itl_s": [], "latency_s": []}
-        last_cache: list[Any] = [None]
-        once: Callable[[], float]
-        if loaded.source.family == DECODER:
-            if spec.scenario != "generate":
-                raise ValueError(f"model {spec.model} is a decoder: use scenario 'generate', not {spec.scenario!r}")
-
-            def once() -> float:
-                sample = run_generate(model, prompt, spec.new_tokens, self.clock, sync)
-                samples["ttft_s"].append(sample.ttft_s)
-                samples["e2e_s"].append(sample.e2e_s)
-                samples["itl_s"].append(sample.itl_s)
-                last_cache[0] = sample.cache
-                return sample.e2e_s
-        else:
-            if spec.scenario != "encode":
-                raise ValueError(f"model {spec.model} is an encoder: use scenario 'encode', not {spec.scenario!r}")
-            import torch
-
-            prompt["token_type_ids"] = torch.zeros_like(prompt["input_ids"])
-
-            def once() -> float:
-                latency = run_encode(model, prompt, self.clock, sync)
-                samples["latency_s"].append(latency)
-                return latency
-
+        case = PreparedCase(loaded, spec, device, self.clock)
         for _ in range(policy.warmup_runs):
-            once()
-        for values in samples.values():
-            values.clear()
-        last_cache[0] = None
+            case.run_once()
+        case.clear()
 
         sampler = self.sampler(device)
         reset_host_peak()
         with CudaPeaks(device) as peaks:
             sampler.start()
             try:
-                repeat_until(once, policy.min_repetitions, policy.max_repetitions, policy.min_duration_s, self.clock)
+                repeat_until(
+                    case.run_once, policy.min_repetitions, policy.max_repetitions, policy.min_duration_s, self.clock
+                )
             finally:
                 telemetry = sampler.stop()
         host_peak = host_peak_rss_bytes()
         self.last_timeline = tuple(telemetry.timeline)
-        kv_bytes = kv_cache_bytes(last_cache[0])
-        last_cache[0] = None
+        kv_bytes = kv_cache_bytes(case.last_cache)
+        case.last_cache = None
 
         total_bytes = None
         if device.startswith("cuda"):
@@ -243,7 +299,7 @@ class CaseRunner:
 
             total_bytes = int(torch.cuda.get_device_properties(device).total_memory)
         memory = Memory(
-            weights_bytes=weights_bytes(model),
+            weights_bytes=weights_bytes(loaded.model),
             peak_allocated_bytes=peaks.peak_allocated_bytes,
             peak_reserved_bytes=peaks.peak_reserved_bytes,
             nvml_process_peak_bytes=telemetry.nvml_process_peak_bytes,
@@ -254,12 +310,7 @@ class CaseRunner:
             device_total_bytes=total_bytes,
             memory_cap_bytes=self.memory_cap_bytes,
         )
-        sample_obj = Samples(
-            ttft_s=tuple(samples["ttft_s"]),
-            e2e_s=tuple(samples["e2e_s"]),
-            itl_s=tuple(tuple(g) for g in samples["itl_s"]),
-            latency_s=tuple(samples["latency_s"]),
-        )
+        sample_obj = case.samples()
         flags = list(_quality_flags(spec, loaded, sample_obj, policy))
         repetitions = len(sample_obj.e2e_s or sample_obj.latency_s)
         if spec.scenario == "generate":
@@ -269,16 +320,23 @@ class CaseRunner:
         flags.extend(telemetry_flags(tel_summary))
         info = dict(loaded.info, load_s=round(self.state.load_s, 3), pid=os.getpid())
         return Record(
-            status="ok", device=device, device_name=device_name(device), samples=sample_obj, memory=memory,
-            model_info=info, quantization=loaded.quantization, telemetry=tel_summary,
-            flags=tuple(dict.fromkeys(flags)), **base,
+            status="ok",
+            device=device,
+            device_name=device_name(device),
+            samples=sample_obj,
+            memory=memory,
+            model_info=info,
+            quantization=loaded.quantization,
+            telemetry=tel_summary,
+            flags=tuple(dict.fromkeys(flags)),
+            **base,
         )
 
 
 def _safe_device_name(device: str) -> str:
     try:
         return device_name(device)
-    except Exception:  # noqa: BLE001 - a name is best effort on a failed case
+    except Exception:
         return device
 
 

@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                 reported_s.append(e2e)
                 wall_s.append(wall)
     b, r, w = statistics.median(bare_s), statistics.median(reported_s), statistics.median(wall_s)
-    print(f"model {args.model} {args.precision} on CPU, prompt {args.context}, {args.new_tokens} new tokens, "
-          f"{args.rounds} interleaved rounds (medians)")
+    print(
+        f"model {args.model} {args.precision} on CPU, prompt {args.context}, {args.new_tokens} new tokens, "
+        f"{args.rounds} interleaved rounds (medians)"
+    )
     print(f"  bare generate call          {b * 1e3:9.2f} ms")
     print(f"  harness reported E2E        {r * 1e3:9.2f} ms   ratio {r / b:.4f}")
     print(f"  harness call incl. timing   {w * 1e3:9.2f} ms   ratio {w / b:.4f}  (per-token timing cost)")

@@ -156,3 +156,51 @@ def test_capped_check_explains_why_it_cannot_run():
         memory=Memory(nvml_process_peak_bytes=7 * GiB, device_total_bytes=H200_TOTAL))]
     assert "CUDA context" in plan_capped_check(claim, no_context).reason
     assert "no GPU measurement" in plan_capped_check(claim, [cpu_generate("fp32", 16)]).reason
+
+
+class WritingRunner(FakeRunner):
+    """The fake runner, also appending each record to ``options.out_dir`` as the real runner does."""
+
+    def __call__(self, cases, policy, options):
+        from bench.results import append_record
+
+        records = super().__call__(cases, policy, options)
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+        for r in records:
+            append_record(options.out_dir / "results.jsonl", r)
+        return records
+
+
+def test_report_command_helpers_measure_then_report(tmp_path: Path):
+    from report_records import envelope, write_run
+
+    from bench.commands.report_cmd import check_claims_under_cap, find_claim_boundaries
+    from bench.report import build_report
+
+    folder = write_run(tmp_path / "run", measured(), envelope())
+    runner = WritingRunner()
+    notes = find_claim_boundaries(folder, [CLAIM], runner, lambda out: Options(out))
+    assert notes == ["Boundary of 'fp16' for phi-3-mini fp16 batch 1 on NVIDIA H200 (cuda:0): holds at 2992, fails "
+                     "at 3040 tokens (located to within 64; 6 extra case(s))"]
+    notes += check_claims_under_cap(folder, [CLAIM], runner, lambda out, cap: Options(out, cap))
+    assert "cap of 7,680 MiB" in notes[-1]
+    files = build_report(folder, [CLAIM], notes=notes, make_plots=False)
+    (verdict,) = files.verdicts
+    assert (verdict.holds_up_to, verdict.fails_from) == (2992, 3040)  # the boundary records are judged
+    md = files.markdown.read_text(encoding="utf-8")
+    assert "holds at 2992, fails at 3040 tokens" in md and "Second check" in md
+    assert (folder / "boundary" / "results.jsonl").is_file()
+    assert (folder / "capped" / "fp16" / "results.jsonl").is_file()
+
+
+def test_report_command_explains_missing_gpu(tmp_path: Path, capsys):
+    from report_records import cpu_suite, envelope, write_run
+
+    from bench.cli import main
+
+    folder = write_run(tmp_path / "run", cpu_suite(), envelope("c1", gpus=[]))
+    assert main(["report", str(folder), "--find-boundary", "--memory-cap-check"]) == 0
+    err = capsys.readouterr().err
+    assert "Boundary search not run: this run has no GPU records" in err
+    assert "Memory-cap check not run: this run has no GPU records" in err
+    assert "Boundary search not run" in (folder / "report.md").read_text(encoding="utf-8")

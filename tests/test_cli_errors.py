@@ -16,8 +16,10 @@ def run(capsys, *argv):
     [
         (["run", "--model", "phi-9", "--device", "cpu"], "unknown model 'phi-9'"),
         (["run", "--model", "phi-3-tiny", "--precision", "int3", "--device", "cpu"], "unknown precision 'int3'"),
-        (["run", "--model", "phi-3-tiny", "--context", "4000", "--new-tokens", "200", "--device", "cpu"],
-         "over the model's maximum of 4096"),
+        (
+            ["run", "--model", "phi-3-tiny", "--context", "4000", "--new-tokens", "200", "--device", "cpu"],
+            "over the model's maximum of 4096",
+        ),
         (["run", "--model", "bert-tiny", "--context", "600", "--device", "cpu"], "over the model's maximum of 512"),
         (["run", "--suite", "nope"], "unknown suite 'nope'"),
         (["run", "--model-path", "/nonexistent/ckpt", "--device", "cpu"], "does not exist"),
@@ -61,8 +63,9 @@ def test_quantized_case_without_bitsandbytes(capsys, tmp_path, monkeypatch):
     import bench.precision
 
     monkeypatch.setattr(bench.precision, "bitsandbytes_available", lambda: False)
-    code, err = run(capsys, "run", "--model", "phi-3-tiny", "--precision", "nf4", "--device", "cpu",
-                    "--out", str(tmp_path / "o"))
+    code, err = run(
+        capsys, "run", "--model", "phi-3-tiny", "--precision", "nf4", "--device", "cpu", "--out", str(tmp_path / "o")
+    )
     assert code == 2 and "needs bitsandbytes" in err and "pip install bitsandbytes" in err
 
 

@@ -339,4 +339,5 @@ def test_quality_flags_are_noted_in_the_output():
     assert result.cases[0].notes == ("baseline flagged noisy", "current flagged throttled")
     md = render_markdown(result)
     assert "### Notes" in md
-    assert "- phi-3-mini fp16 generate b1 L512 n64 [NVIDIA H200]: baseline flagged noisy; current flagged throttled" in md
+    note = "- phi-3-mini fp16 generate b1 L512 n64 [NVIDIA H200]: baseline flagged noisy; current flagged throttled"
+    assert note in md

@@ -71,7 +71,8 @@ def test_gpu_report_markdown_has_claims_environment_and_flags(gpu_report):
            f"{margin / 2**20:+,.0f} | {margin / 1e9:+.2f} | ✅ fits | GPU (NVML peak) |")
     assert row in md
     assert "8 GiB = 8,192 MiB = 8.59 GB" in md
-    assert "| torch | 2.6.0 |" in md and "| driver | 550.54.15 |" in md and "0: NVIDIA H200, 140.4 GiB" in md
+    assert "| torch | 2.6.0 |" in md and "| driver | 550.54.15 |" in md and "| GPUs | 0: NVIDIA H200, 140.4 GiB |" in md
+    assert "| Host RAM | 128.0 GiB |" in md
     for flag in ("| noisy |", "| throttled |", "| random weights |"):
         assert flag in md
     assert "Random weights" in md

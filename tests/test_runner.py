@@ -96,3 +96,38 @@ def test_killed_run_keeps_records_and_resume_completes(tmp_path):
     keys = [json.loads(x)["key"] for x in results.read_text().splitlines() if x.strip()]
     assert len(keys) == 8 == len(set(keys))
     assert keys[: len(kept)] == kept
+
+
+def test_cli_runs_a_local_checkpoint(tmp_path):
+    from bench.cli import main
+    from bench.loader import build_random
+    from bench.models import resolve_source
+
+    ckpt = tmp_path / "my-phi"
+    build_random(resolve_source("phi-3-tiny", "random"), "float32", "cpu").save_pretrained(str(ckpt))
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "--model-path",
+        str(ckpt),
+        "--device",
+        "cpu",
+        "--context",
+        "8",
+        "--new-tokens",
+        "3",
+        "--precision",
+        "fp32",
+        "--repetitions",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+    ]
+    assert main(argv) == 0
+    (record,) = load_records(out)
+    assert record.status == "ok", record.error
+    assert record.spec.model == "my-phi" and record.spec.weights == f"checkpoint:{ckpt}"
+    assert "random_weights" not in record.flags and record.model_info["random_weights"] is False
+    assert (out / "environment.json").is_file()

@@ -53,7 +53,7 @@ def test_malformed_suites_name_the_key(mutate, message):
     data = copy.deepcopy(GOOD)
     mutate(data)
     with pytest.raises(BadInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        parse_suite(data, "my.toml").cases
+        _ = parse_suite(data, "my.toml").cases
 
 
 def test_invalid_toml_file(tmp_path):

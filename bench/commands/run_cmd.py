@@ -14,23 +14,38 @@ from bench.errors import BadInputError
 
 def register(sub: Any) -> None:
     """Add the ``run`` subcommand."""
-    p = sub.add_parser("run", help="run a suite and write DIR/results.jsonl, environment and report",
-                       description="Run a suite of cases. Without --suite: 'gpu' where CUDA is available, else 'smoke'.")
+    p = sub.add_parser(
+        "run",
+        help="run a suite and write DIR/results.jsonl, environment and report",
+        description="Run a suite of cases. Without --suite: 'gpu' where CUDA is available, else 'smoke'.",
+    )
     p.add_argument("--suite", help="a shipped suite name (see 'bench list') or a suite .toml file")
     p.add_argument("--model", action="append", help="model name (repeatable); replaces the suite's models")
     p.add_argument("--model-path", type=Path, help="a local checkpoint directory (config.json + safetensors)")
-    p.add_argument("--precision", action="append", help="precision (repeatable): fp32 fp16 bf16 int8 nf4 nf4-dq fp4 fp4-dq")
-    p.add_argument("--context", action="append", type=int, help="prompt length in tokens (sequence length for encoders)")
+    p.add_argument(
+        "--precision", action="append", help="precision (repeatable): fp32 fp16 bf16 int8 nf4 nf4-dq fp4 fp4-dq"
+    )
+    p.add_argument(
+        "--context", action="append", type=int, help="prompt length in tokens (sequence length for encoders)"
+    )
     p.add_argument("--batch", action="append", type=int, help="batch size (repeatable)")
     p.add_argument("--new-tokens", type=int, help="tokens to generate per sequence (decoders)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the suite's)")
     p.add_argument("--out", type=Path, help="run folder (default: reports/<suite>-<UTC time>)")
     p.add_argument("--resume", action="store_true", help="run only the cases that have no record in --out yet")
-    p.add_argument("--isolate", choices=("model", "case"), default="model",
-                   help="a worker process per model x precision group (default) or per case")
+    p.add_argument(
+        "--isolate",
+        choices=("model", "case"),
+        default="model",
+        help="a worker process per model x precision group (default) or per case",
+    )
     p.add_argument("--shard", help="run only slice K of N of the cases, as K/N (1-based)")
-    p.add_argument("--memory-cap", type=float, metavar="GIB",
-                   help="simulate a smaller card: cap this process's CUDA allocations at GIB GiB")
+    p.add_argument(
+        "--memory-cap",
+        type=float,
+        metavar="GIB",
+        help="simulate a smaller card: cap this process's CUDA allocations at GIB GiB",
+    )
     p.add_argument("--timeout", type=float, help="seconds before a hung case is killed (default: the suite's)")
     p.add_argument("--repetitions", type=int, help="minimum timed repetitions per case (default: the suite's)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -52,7 +67,9 @@ def _check_device(device: str) -> None:
 
         count = torch.cuda.device_count()
         if int(device[5:]) >= count:
-            raise BadInputError(f"--device {device}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+            raise BadInputError(
+                f"--device {device}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+            )
 
 
 def choose_suite(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -78,9 +95,20 @@ def build_suite(args: argparse.Namespace):  # -> Suite
         print(f"bench: {why}", file=sys.stderr)
     if name == "adhoc":
         device = args.device or ("cuda" if _cuda() else "cpu")
-        suite = Suite("adhoc", "cases from the command line", device, TimingPolicy(),
-                      (Group(models=("phi-3-tiny",), precisions=("fp16" if device != "cpu" else "fp32",),
-                             contexts=(128,), new_tokens=(32,)),))
+        suite = Suite(
+            "adhoc",
+            "cases from the command line",
+            device,
+            TimingPolicy(),
+            (
+                Group(
+                    models=("phi-3-tiny",),
+                    precisions=("fp16" if device != "cpu" else "fp32",),
+                    contexts=(128,),
+                    new_tokens=(32,),
+                ),
+            ),
+        )
     else:
         suite = load_suite(name)
     models = args.model
@@ -92,9 +120,14 @@ def build_suite(args: argparse.Namespace):  # -> Suite
         checkpoint_files(path)
         weights = f"checkpoint:{path}"
         models = [args.model[0] if args.model else path.name]
-    overrides = dict(models=tuple(models or ()), precisions=tuple(args.precision or ()),
-                     contexts=tuple(args.context or ()), batch_sizes=tuple(args.batch or ()),
-                     new_tokens=(args.new_tokens,) if args.new_tokens else (), device=args.device)
+    overrides = dict(
+        models=tuple(models or ()),
+        precisions=tuple(args.precision or ()),
+        contexts=tuple(args.context or ()),
+        batch_sizes=tuple(args.batch or ()),
+        new_tokens=(args.new_tokens,) if args.new_tokens else (),
+        device=args.device,
+    )
     if weights:
         overrides["weights"] = weights
     for key in ("contexts", "batch_sizes", "new_tokens"):
@@ -137,8 +170,9 @@ def run_command(args: argparse.Namespace) -> int:
             raise BadInputError(f"--timeout must be positive, got {args.timeout}")
         policy = dataclasses.replace(policy, timeout_s=args.timeout)
     if args.repetitions is not None:
-        policy = dataclasses.replace(policy, min_repetitions=args.repetitions,
-                                     max_repetitions=max(args.repetitions, policy.max_repetitions))
+        policy = dataclasses.replace(
+            policy, min_repetitions=args.repetitions, max_repetitions=max(args.repetitions, policy.max_repetitions)
+        )
     out = args.out or Path("reports") / f"{suite.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     if args.resume and not (out / "results.jsonl").is_file():
         raise BadInputError(f"--resume: {out / 'results.jsonl'} does not exist; drop --resume to start a new run")
@@ -152,8 +186,14 @@ def run_command(args: argparse.Namespace) -> int:
     write_environment(out, env)
     for warning in env.get("gpu_state", {}).get("warnings", []) or []:
         print(f"bench: warning: {warning}", file=sys.stderr)
-    options = RunOptions(out_dir=out, isolate=args.isolate, resume=args.resume, memory_cap_bytes=cap,
-                         progress=not args.quiet, run_id=env["run_id"])
+    options = RunOptions(
+        out_dir=out,
+        isolate=args.isolate,
+        resume=args.resume,
+        memory_cap_bytes=cap,
+        progress=not args.quiet,
+        run_id=env["run_id"],
+    )
     print(f"bench: {len(cases)} case(s) of suite '{suite.name}' on {device} -> {out}", file=sys.stderr)
     records = run_cases(cases, policy, options)
     from bench.summary import print_summary
