@@ -109,9 +109,9 @@ def _finish(ax, title: str, frame: pd.DataFrame, xlabel: str, ylabel: str) -> No
 
 
 def _context_axis(ax, values: Sequence[float]) -> None:
-    """Log-2 x axis with plain integer ticks when contexts span a factor of 8 or more, else linear."""
+    """Log-2 x axis with plain integer ticks when contexts span a factor of 64 or more, else linear."""
     vals = sorted({int(v) for v in values if pd.notna(v) and v > 0})
-    if len(vals) >= 2 and vals[-1] / vals[0] >= 8:
+    if len(vals) >= 2 and vals[-1] / vals[0] >= 64:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_minor_formatter(NullFormatter())
     if len(vals) <= 12:
@@ -268,10 +268,11 @@ def peak_memory(
     ax.set_ylim(0, max(top * 1.12, 0.01))
     if not ooms.empty:
         xform = ax.get_xaxis_transform()
-        for precision, rows in ooms.groupby("precision"):
+        both = pd.concat([data, ooms])
+        for line, rows in _lines(ooms, keys):
             ax.scatter(rows["context_tokens"], [0.97] * len(rows), transform=xform, marker="X", s=70,
-                       color=precision_color(str(precision)), edgecolors="black", linewidths=0.6, zorder=5,
-                       label=f"{precision}: out of memory")
+                       color=precision_color(str(line["precision"])), edgecolors="black", linewidths=0.6, zorder=5,
+                       label=f"{_label(line, both)} (OOM)")
     _context_axis(ax, pd.concat([data["context_tokens"], ooms["context_tokens"]]))
     title = "Peak VRAM vs context length" if gpu else "Peak host RSS vs context length (CPU run, not GPU memory)"
     if scenario == "encode":

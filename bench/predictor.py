@@ -345,25 +345,35 @@ class DeviceTraits:
     cpu_avx512: bool = False
 
 
-def _linear_workspace(lin: LinearLayer, rows: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
-    """Bytes a linear's matmul holds besides its input and output (bitsandbytes' temporaries)."""
-    if not (precision.quantized and lin.quantized):
-        return 0
+def _linear_peak(lin: LinearLayer, rows: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
+    """Peak bytes a linear layer adds while it runs: its output plus bitsandbytes' temporaries."""
     k, n = lin.in_features, lin.out_features
+    out = rows * n * act
+    if not (precision.quantized and lin.quantized):
+        return out
     if precision.quant == "int8":
         quant_a = rows * k + rows * 4  # int8 activations + float32 row scales
         if traits.kind == "cpu":
             # the CPU dequant is plain torch: int32 product, the float32 outer product of the scales, the
-            # int32 product promoted to float32 and the float32 result, all alive at once
+            # int32 product promoted to float32 and the float32 result, all alive at once (before the output)
             dequant = rows * n * 16
             if not traits.cpu_avx512:  # no VNNI: matmul(A.float(), B.float().t()) in float32 first
                 return quant_a + max(rows * k * 4 + n * k * 4 + rows * n * 4, dequant)
             return quant_a + dequant
-        return quant_a + rows * n * 4  # int32 product (cuBLASLt), dequantized in one kernel
+        return quant_a + rows * n * 4 + out  # int32 product (cuBLASLt), dequantized in one kernel
     if traits.kind == "cuda" and rows <= GEMV_4BIT_MAX_ROWS:
-        return 0  # fused 4-bit kernel, no dequantized copy
+        return out  # fused 4-bit kernel, no dequantized copy
     extra = math.ceil(k * n / BLOCKSIZE_4BIT) * 4 if precision.double_quant else 0  # float32 absmax
-    return n * k * act + extra  # the whole weight dequantized to the compute dtype
+    return out + n * k * act + extra  # the whole weight dequantized to the compute dtype
+
+
+def _logits_bytes(arch: Architecture, b: int, act: int) -> int:
+    """generate's last-token logits, their float32 copy and the logits processors' copies and masks.
+
+    The per-vocabulary part (an int64 arange, an isin mask and its sort buffers) was measured with the
+    torch profiler on CPU runs of generate (MinNewTokensLengthLogitsProcessor).
+    """
+    return b * arch.vocab * (act + 12) + arch.vocab * 28
 
 
 @dataclass(frozen=True)
@@ -384,12 +394,13 @@ def _decoder_prefill(arch: Architecture, b: int, length: int, precision: Precisi
     """Peak short-lived bytes of one prefill forward (the last layer, when the KV cache is complete)."""
     t = b * length
     h, q, kvd, inter = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
-    ws = functools.partial(_linear_workspace, rows=t, precision=precision, traits=traits, act=act)
+    peak = functools.partial(_linear_peak, rows=t, precision=precision, traits=traits, act=act)
 
     def out(lin: LinearLayer) -> int:
         return t * lin.out_features * act
 
-    base = t * h * act + 2 * t * arch.head_dim * act  # inputs_embeds + rotary cos/sin (generate passes position ids per sequence)
+    # inputs_embeds, and rotary cos/sin per sequence (generate passes position ids for every sequence)
+    base = t * h * act + 2 * t * arch.head_dim * act
     if arch.sliding_window and length > arch.sliding_window:
         base += b * length * length  # a boolean sliding-window mask
     if arch.num_layers > 1:
@@ -403,13 +414,13 @@ def _decoder_prefill(arch: Architecture, b: int, length: int, precision: Precisi
     qkv = arch.role("qkv")
     if qkv:
         qkv_bytes = out(qkv[0])
-        stages.append(("qkv projection", base + normed + qkv_bytes + ws(qkv[0])))
+        stages.append(("qkv projection", base + normed + peak(qkv[0])))
     else:
         parts = arch.role("q") + arch.role("k") + arch.role("v")
         qkv_bytes = sum(out(lin) for lin in parts)
         running = 0
         for lin in parts:
-            stages.append((f"{lin.role} projection", base + normed + running + out(lin) + ws(lin)))
+            stages.append((f"{lin.role} projection", base + normed + running + peak(lin)))
             running += out(lin)
     rope_q = base + normed + qkv_bytes + 3 * t * q * act
     rope_k = base + normed + qkv_bytes + t * q * act + 3 * t * kvd * act
@@ -417,42 +428,42 @@ def _decoder_prefill(arch: Architecture, b: int, length: int, precision: Precisi
     attn_live = base + normed + qkv_bytes + t * q * act
     stages.append(("attention", attn_live + 2 * t * q * act + sdpa_ws))
     for lin in arch.role("o"):
-        stages.append(("o projection", attn_live + t * q * act + out(lin) + ws(lin)))
+        stages.append(("o projection", attn_live + t * q * act + peak(lin)))
     mlp_base = base + 2 * t * h * act  # residual + normed input of the MLP
     stages.append(("post-attention norm", base + t * h * act + norm_tmp + t * h * act))
     if arch.mlp == "fused_gated":
         (up,) = arch.role("gate_up")[:1]
         (down,) = arch.role("down")[:1]
         stages += [
-            ("MLP gate_up", mlp_base + out(up) + ws(up)),
+            ("MLP gate_up", mlp_base + peak(up)),
             ("MLP act x up", mlp_base + t * 4 * inter * act),
-            ("MLP down", mlp_base + t * 3 * inter * act + out(down) + ws(down)),
+            ("MLP down", mlp_base + t * 3 * inter * act + peak(down)),
         ]
     elif arch.mlp == "gated":
         gate, up, down = arch.role("gate")[0], arch.role("up")[0], arch.role("down")[0]
         stages += [
-            ("MLP gate", mlp_base + out(gate) + ws(gate)),
+            ("MLP gate", mlp_base + peak(gate)),
             ("MLP act", mlp_base + 2 * t * inter * act),
-            ("MLP up", mlp_base + t * inter * act + out(up) + ws(up)),
+            ("MLP up", mlp_base + t * inter * act + peak(up)),
             ("MLP act x up", mlp_base + 3 * t * inter * act),
-            ("MLP down", mlp_base + t * inter * act + out(down) + ws(down)),
+            ("MLP down", mlp_base + t * inter * act + peak(down)),
         ]
     else:
         for lin in arch.role("fc1")[:1]:
-            stages.append(("MLP fc1", mlp_base + out(lin) + ws(lin)))
+            stages.append(("MLP fc1", mlp_base + peak(lin)))
             stages.append(("MLP act", mlp_base + 2 * out(lin)))
         for lin in arch.role("fc2")[:1]:
-            stages.append(("MLP fc2", mlp_base + t * inter * act + out(lin) + ws(lin)))
-    logits = b * arch.vocab * (act + 4 + 4)  # last-token logits, their float32 copy, one processed copy
-    stages.append(("final norm and logits", t * h * act * 3 + norm_tmp + logits))
+            stages.append(("MLP fc2", mlp_base + t * inter * act + peak(lin)))
+    stages.append(("final norm", t * h * act * 2 + norm_tmp))
+    stages.append(("logits", t * h * act + _logits_bytes(arch, b, act)))
     return _max_stage(stages)
 
 
 def _decoder_decode_step(arch: Architecture, b: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
     """Short-lived bytes of one decode step besides the KV cache (linear workspace and logits)."""
-    workspace = max((_linear_workspace(lin, b, precision, traits, act) for lin in arch.linears), default=0)
-    widest = max((lin.out_features for lin in arch.linears if lin.role != "head"), default=arch.hidden)
-    return workspace + b * (4 * arch.hidden + 2 * widest) * act + b * arch.vocab * (act + 8)
+    layers = max((_linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"),
+                 default=0)
+    return max(layers + b * 4 * arch.hidden * act, _logits_bytes(arch, b, act))
 
 
 def _encoder_forward(arch: Architecture, b: int, length: int, precision: Precision, traits: DeviceTraits,
@@ -460,7 +471,7 @@ def _encoder_forward(arch: Architecture, b: int, length: int, precision: Precisi
     """Peak bytes of one encoder forward pass (BERT-like: post-norm, separate q/k/v, plain MLP)."""
     t = b * length
     h, inter = arch.hidden, arch.intermediate
-    ws = functools.partial(_linear_workspace, rows=t, precision=precision, traits=traits, act=act)
+    peak = functools.partial(_linear_peak, rows=t, precision=precision, traits=traits, act=act)
     base = t * h * act  # the embedding output, held by the model's forward
     if arch.num_layers > 1:
         base += t * h * act  # the layer input
@@ -471,18 +482,19 @@ def _encoder_forward(arch: Architecture, b: int, length: int, precision: Precisi
     qkv = arch.role("q") + arch.role("k") + arch.role("v") + arch.role("qkv")
     running = 0
     for lin in qkv:
-        out = t * lin.out_features * act
-        stages.append((f"{lin.role} projection", base + running + out + ws(lin)))
-        running += out
+        stages.append((f"{lin.role} projection", base + running + peak(lin)))
+        running += t * lin.out_features * act
     stages.append(("attention", base + running + t * arch.q_dim * act + sdpa_ws))
     stages.append(("attention output copy", base + running + 2 * t * arch.q_dim * act))
     for lin in arch.role("o"):
-        stages.append(("attention output dense", base + t * arch.q_dim * act + t * h * act * 3 + ws(lin)))
+        stages.append(("attention output dense", base + t * arch.q_dim * act + peak(lin)))
+        stages.append(("attention output norm", base + t * arch.q_dim * act + t * h * act * 3))
     for lin in arch.role("fc1"):
-        stages.append(("MLP fc1", base + t * h * act + t * inter * act + ws(lin)))
+        stages.append(("MLP fc1", base + t * h * act + peak(lin)))
         stages.append(("MLP act", base + t * h * act + 2 * t * inter * act))
     for lin in arch.role("fc2"):
-        stages.append(("MLP fc2", base + t * h * act + t * inter * act + t * h * act * 3 + ws(lin)))
+        stages.append(("MLP fc2", base + t * h * act + t * inter * act + peak(lin)))
+        stages.append(("MLP output norm", base + t * h * act + t * inter * act + t * h * act * 3))
     return _max_stage(stages)
 
 

@@ -30,6 +30,7 @@ from bench.claims import (
     HOLDS_UP_TO,
     MIB,
     NO_EVIDENCE,
+    PREDICTED,
     Claim,
     ClaimVerdict,
     Predictor,
@@ -247,7 +248,8 @@ def _verdict_kind(symbol: str) -> str:
 
 def _context_rows(verdict: ClaimVerdict) -> Table:
     host = any(v.host_peak_rss_bytes is not None and not v.measured for v in verdict.contexts)
-    headers = ["Model", "Precision", "Batch", "Context (tokens)", "New tokens", "Peak (MiB)", "Peak (GB)",
+    peak = "Peak or prediction" if any(v.evidence == PREDICTED for v in verdict.contexts) else "Peak"
+    headers = ["Model", "Precision", "Batch", "Context", "New", f"{peak} (MiB)", f"{peak} (GB)",
                "Budget (MiB)", "Margin (MiB)", "Margin (GB)", "Verdict", "Evidence"]
     align = "llrrrrrrrrll"
     if host:
@@ -553,7 +555,7 @@ def _plot_files(group: DeviceGroup, frame: pd.DataFrame, out_dir: Path, prefix: 
         if fig is None:
             continue
         name = f"{prefix}{stem}.png"
-        fig.savefig(out_dir / name, dpi=PLOT_DPI)
+        fig.savefig(out_dir / name, dpi=PLOT_DPI, bbox_inches="tight", pad_inches=0.08)
         title = fig.axes[0].get_title().replace("\n", " — ")
         images.append(Image(name, title))
     return images
@@ -669,13 +671,3 @@ def build_report(
     return ReportFiles(md_path, html_path, csv_path, tuple(out / i.filename for i in images), tuple(gaps),
                        tuple(v for _, v, _ in results.verdicts))
 
-
-def write_report(
-    run_dir: str | Path,
-    claims_file: str | Path | None = None,
-    *,
-    predict: Predictor | None = None,
-    notes: Sequence[str] = (),
-) -> Path:
-    """Write the report of a run folder (what ``bench run`` calls at its end); returns the path of report.md."""
-    return build_report(run_dir, load_claims(claims_file), predict=predict, notes=notes).markdown

@@ -139,9 +139,9 @@ p { margin: .5em 0 .8em; }
 .callout.ok { background: var(--ok); border-color: #1a7f37; }
 .callout.bad { background: var(--bad); border-color: #cf222e; }
 .table-wrap { overflow-x: auto; margin: .4em 0 1em; }
-table { border-collapse: collapse; font-size: 13.5px; }
+table { border-collapse: collapse; font-size: 13px; }
 caption { text-align: left; color: var(--muted); font-style: italic; padding-bottom: .3em; }
-th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; white-space: nowrap; }
+th, td { border: 1px solid var(--line); padding: 4px 7px; vertical-align: top; white-space: nowrap; }
 td.wrap { white-space: normal; min-width: 14em; }
 th { background: var(--head); text-align: left; white-space: nowrap; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }

@@ -194,6 +194,57 @@ def order_for_groups(cases: Sequence[CaseSpec]) -> list[CaseSpec]:
     return [c for members in groups.values() for c in members]
 
 
+class _InProcess:
+    """Runs cases in this process (debugging: a crash takes the run down)."""
+
+    def __init__(self, options: RunOptions):
+        from bench.worker import CaseRunner
+
+        self.runner = CaseRunner(memory_cap_bytes=options.memory_cap_bytes)
+        self.run_id = options.run_id
+
+    def run(self, spec: CaseSpec, policy: TimingPolicy) -> tuple[Record, list[dict[str, Any]]]:
+        record = self.runner.run(spec, policy, self.run_id)
+        return record, list(self.runner.last_timeline)
+
+    def close(self) -> None:
+        self.runner.release()
+
+
+class _Isolated:
+    """Runs cases in worker processes: one per group (or per case), replaced after a crash or a timeout."""
+
+    def __init__(self, options: RunOptions):
+        self.options = options
+        self.worker: Worker | None = None
+        self.group: tuple[str, ...] | None = None
+
+    def run(self, spec: CaseSpec, policy: TimingPolicy) -> tuple[Record, list[dict[str, Any]]]:
+        group = (*spec.group, spec.attn_implementation)
+        if self.worker is not None and (self.options.isolate == "case" or group != self.group):
+            self.close()
+        if self.worker is None:
+            self.worker, self.group = Worker(self.options), group
+        worker = self.worker
+        timeout = policy.timeout_s + (LOAD_ALLOWANCE_S if worker.loaded_group != group else 0)
+        kind, payload = worker.ask(spec, policy, self.options.run_id, timeout)
+        if kind == "record":
+            worker.loaded_group = group
+            return Record.from_dict(payload[0]), payload[1]
+        worker.close(kill=True)
+        self.worker = None
+        if kind == "timeout":
+            status, error = "timeout", f"case did not finish within {timeout:.0f} s; the worker was killed"
+        else:
+            status, error = "error", _died_message(payload)
+        return _failed_record(spec, policy, self.options.run_id, status, error, self.options), []
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+
 def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptions) -> list[Record]:
     """Run every pending case, appending each record to ``out_dir/results.jsonl`` as it ends."""
     from bench.progress import CaseProgress
@@ -210,51 +261,12 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
             and any(get_precision(c.precision).quantized for c in todo)
         )
     records: list[Record] = []
-    worker: Worker | None = None
-    current_group: tuple[str, ...] | None = None
-    in_process_runner = None
+    executor = _InProcess(options) if options.in_process else _Isolated(options)
     with CaseProgress(len(todo), enabled=options.progress) as progress:
         try:
             for spec in todo:
                 progress.start_case(spec)
-                group = (*spec.group, spec.attn_implementation)
-                timeline: list[dict[str, Any]] = []
-                if options.in_process:
-                    if in_process_runner is None:
-                        from bench.worker import CaseRunner
-
-                        in_process_runner = CaseRunner(memory_cap_bytes=options.memory_cap_bytes)
-                    record = in_process_runner.run(spec, policy, options.run_id)
-                    timeline = list(in_process_runner.last_timeline)
-                else:
-                    if worker is not None and (options.isolate == "case" or group != current_group):
-                        worker.close()
-                        worker = None
-                    if worker is None:
-                        worker = Worker(options)
-                        current_group = group
-                    timeout = policy.timeout_s + (LOAD_ALLOWANCE_S if group != worker.loaded_group else 0)
-                    kind, payload = worker.ask(spec, policy, options.run_id, timeout)
-                    if kind == "record":
-                        record = Record.from_dict(payload[0])
-                        timeline = payload[1]
-                        worker.loaded_group = group
-                    else:
-                        worker.close(kill=True)
-                        worker = None
-                        if kind == "timeout":
-                            record = _failed_record(
-                                spec,
-                                policy,
-                                options.run_id,
-                                "timeout",
-                                f"case did not finish within {timeout:.0f} s; the worker was killed",
-                                options,
-                            )
-                        else:
-                            record = _failed_record(
-                                spec, policy, options.run_id, "error", _died_message(payload), options
-                            )
+                record, timeline = executor.run(spec, policy)
                 append_record(path, record)
                 if timeline:
                     write_timeline(options.out_dir, record.spec.key, timeline)
@@ -263,6 +275,5 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
                     options.on_record(record)
                 progress.end_case(record)
         finally:
-            if worker is not None:
-                worker.close()
+            executor.close()
     return records

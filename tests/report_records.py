@@ -69,8 +69,9 @@ def gpu_encode(precision: str, seq: int, batch: int, *, model: str = "bert-base"
     """A BERT-base encode record measured on a GPU."""
     spec = CaseSpec(model, precision, "encode", batch, seq, 0, device="cuda", suite="claims")
     latency = (0.002 + batch * seq * 2e-7) * (0.55 if precision == "fp16" else 1.0)
-    peak = CONTEXT_BYTES + 220 * MiB + batch * seq * 40_000
-    memory = Memory(weights_bytes=219_000_000, nvml_process_peak_bytes=peak, baseline_bytes=CONTEXT_BYTES,
+    weights = 219_000_000 if precision == "fp16" else 438_000_000
+    peak = CONTEXT_BYTES + weights + 16 * MiB + batch * seq * (40_000 if precision == "fp16" else 80_000)
+    memory = Memory(weights_bytes=weights, nvml_process_peak_bytes=peak, baseline_bytes=CONTEXT_BYTES,
                     peak_reserved_bytes=peak - CONTEXT_BYTES, host_peak_rss_bytes=2 * GiB,
                     device_total_bytes=H200_TOTAL)
     return Record(spec=spec, status="ok", run_id="r1", device="cuda:0", device_name=H200, host="gpu-host",

@@ -171,7 +171,7 @@ class WritingRunner(FakeRunner):
         return records
 
 
-def test_report_command_helpers_measure_then_report(tmp_path: Path):
+def test_report_command_measures_then_reports(tmp_path: Path):
     from report_records import envelope, write_run
 
     from bench.commands.report_cmd import check_claims_under_cap, find_claim_boundaries

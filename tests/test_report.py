@@ -95,6 +95,8 @@ def test_cpu_report_never_calls_host_memory_vram(cpu_report):
     folder, files = cpu_report
     md = files.markdown.read_text(encoding="utf-8")
     assert {p.name for p in files.plots} == PLOT_FILES
+    assert "| Claim | Budget | Device | Verdict | Largest context that holds | Evidence | Capped check |" in md
+    assert "## Environment" in md and "| suite | smoke |" in md and "| GPUs | none |" in md
     assert "Peak VRAM" not in md and "peak VRAM" not in md and "NVML (GiB)" not in md
     assert "Peak host RSS (GiB)" in md and f"Results on {CPU_NAME} (cpu)" in md
     assert "not measured on a GPU" in md and "No GPU in this run" in md
@@ -153,13 +155,16 @@ def test_devices_are_grouped_never_mixed(tmp_path: Path):
     assert [g.label for g in groups] == ["NVIDIA H200 (cuda:0) on gpu-host", "NVIDIA L4 (cuda:0) on other",
                                          f"{CPU_NAME} (cpu) on ci-box"]
     assert [len(g.records) for g in groups] == [2, 2, 3]  # same case keys on H200 and L4 stay apart
-    files = build_report(folder)
+    files = build_report(folder, make_plots=False)
     md = files.markdown.read_text(encoding="utf-8")
     assert md.count("## Results on ") == 3
-    assert (folder / "nvidia-h200-cuda-0-on-gpu-host--peak-memory.png").is_file()
-    assert (folder / "nvidia-l4-cuda-0-on-other--peak-memory.png").is_file()
     fp16 = [v for v in files.verdicts if v.claim.id == "phi3-fp16-8gb"]
     assert sorted(v.device_name for v in fp16) == ["NVIDIA H200", "NVIDIA L4"]
+    # Plot files of several devices are prefixed with the device.
+    two = write_run(tmp_path / "two", h200 + l4, envelope())
+    names = {p.name for p in build_report(two).plots}
+    assert "nvidia-h200-cuda-0-on-gpu-host--peak-memory.png" in names
+    assert "nvidia-l4-cuda-0-on-other--peak-memory.png" in names
 
 
 def test_a_failed_case_without_a_device_name_joins_its_gpu_group(tmp_path: Path):
@@ -263,3 +268,46 @@ def test_environment_json_as_a_list_of_runs(tmp_path: Path):
     (folder / "environment.json").write_text(json.dumps([envelope("r1"), envelope("r2")]), encoding="utf-8")
     md = build_report(folder, make_plots=False).markdown.read_text(encoding="utf-8")
     assert "| Item | Run r1 | Run r2 |" in md
+
+
+def test_predictions_in_a_cpu_report_are_labelled(tmp_path: Path):
+    folder = write_run(tmp_path / "run", cpu_suite()[:3], envelope("c1", gpus=[]))
+    files = build_report(folder, predict=lambda spec: 5 * GiB + spec.context_tokens * 1_000_000, make_plots=False)
+    md = files.markdown.read_text(encoding="utf-8")
+    fp16 = next(v for v in files.verdicts if v.claim.id == "phi3-fp16-8gb")
+    # 5 GiB + 1 MB per token: under 8 GiB up to 3,221 tokens, so up to 3072 of the claim's contexts.
+    assert fp16.text == "predicted: holds up to 3072 tokens of context, fails from 4032 (not measured on a GPU)"
+    assert "Peak or prediction (MiB)" in md and "prediction, no GPU" in md
+    assert "⚠️ predicted to fit (not measured on a GPU)" in md and "⚠️ predicted not to fit (not measured on a GPU)" in md
+    assert "✅" not in md.split("## Results on")[0].replace("✅ / ❌", "")  # no GPU-measurement symbol anywhere
+
+
+@pytest.mark.slow
+def test_report_of_a_real_cpu_run(tmp_path: Path):
+    """Tiny models measured for real on this CPU (in process), then reported: every plot the data allows."""
+    from bench.environment import collect_environment, write_environment
+    from bench.runner import RunOptions, run_cases
+    from bench.spec import CaseSpec, TimingPolicy
+
+    cases = [CaseSpec("phi-3-tiny", "fp32", "generate", 1, 8, 4, suite="smoke")]
+    cases += [CaseSpec("bert-tiny", "fp32", "encode", 1, 8, suite="smoke")]
+    folder = tmp_path / "run"
+    policy = TimingPolicy(warmup_runs=0, min_repetitions=2, max_repetitions=2)
+    records = run_cases(cases, policy, RunOptions(out_dir=folder, progress=False, in_process=True))
+    assert [r.status for r in records] == ["ok"] * 2, [r.error for r in records]
+    write_environment(folder, collect_environment("smoke", ["bench", "run"]))
+    files = build_report(folder)
+    assert {p.name for p in files.plots} == PLOT_FILES
+    md = files.markdown.read_text(encoding="utf-8")
+    assert "## Claims" in md and "## Environment" in md and "Peak host RSS (GiB)" in md
+    assert all(not v.measured_on_gpu for v in files.verdicts)
+
+
+def test_write_report_is_what_bench_run_calls(tmp_path: Path):
+    from bench.commands.report_cmd import write_report
+
+    folder = write_run(tmp_path / "run", [gpu_generate("fp16", 128)], envelope())
+    path = write_report(folder)
+    assert path == folder / "report.md" and (folder / "report.html").is_file() and (folder / "records.csv").is_file()
+    with pytest.raises(BadInputError, match="does not exist"):
+        write_report(folder, tmp_path / "missing.toml")
