@@ -40,6 +40,7 @@ from bench.claims import (
 from bench.errors import BadInputError
 from bench.frame import records_to_frame
 from bench.record import Record
+from bench.report_energy import telemetry_blocks
 from bench.reportdoc import Block, Bullets, Details, Heading, Image, Para, Table, render_html, render_markdown
 from bench.results import ENVIRONMENT_FILE, RESULTS_FILE, latest_by_key, load_records
 
@@ -561,7 +562,9 @@ def _plot_files(group: DeviceGroup, frame: pd.DataFrame, out_dir: Path, prefix: 
     return images
 
 
-def _device_section(group: DeviceGroup, out_dir: Path, prefix: str, make_plots: bool = True) -> list[Block]:
+def _device_section(
+    group: DeviceGroup, run_dir: Path, out_dir: Path, prefix: str, make_plots: bool = True
+) -> list[Block]:
     frame = group.frame()
     blocks: list[Block] = [Heading(f"Results on {group.label}", 2)]
     if not group.gpu:
@@ -571,6 +574,7 @@ def _device_section(group: DeviceGroup, out_dir: Path, prefix: str, make_plots: 
     if make_plots:
         blocks += _plot_files(group, frame, out_dir, prefix)
     blocks += _results_tables(frame, group.gpu)
+    blocks += telemetry_blocks(group.records, frame, run_dir, out_dir, prefix, group.label, make_plots)
     return blocks
 
 
@@ -653,7 +657,7 @@ def build_report(
     blocks += _claims_section(results)
     prefix_needed = len(groups) > 1
     for g in groups:
-        blocks += _device_section(g, out, f"{g.slug}--" if prefix_needed else "", make_plots)
+        blocks += _device_section(g, data.run_dir, out, f"{g.slug}--" if prefix_needed else "", make_plots)
     blocks += _environment_section(data, groups)
     blocks += _quality_section(groups)
     blocks.append(Heading("Gaps", 2))
