@@ -1,9 +1,10 @@
 """The second, independent check of a memory claim: its cases rerun under a per-process memory cap.
 
-On a GPU with more memory than a claim's budget, the claim's cases are run again with the
-allocator capped at the budget minus the measured CUDA context (the context is not allocator
-memory), i.e. on a simulated card of the budget's size. A case fits when it finishes; an OOM means
-it does not. Cases are run by an injected ``run_cases(cases, policy, options)``; each claim writes
+On a GPU with more memory than a claim's budget, the claim's cases are run again on a simulated
+card of the budget's size: each worker measures its CUDA context and caps the allocator at the
+budget minus that context (the context is not allocator memory). A case that runs out of memory
+does not fit; one that finishes is judged on its NVML peak (kernels and library workspaces live
+outside the allocator's cap). Cases are run by an injected ``run_cases(cases, policy, options)``; each claim writes
 into its own folder (``DIR/capped/<claim id>``) so that the same case under two caps never collides.
 """
 
@@ -47,7 +48,7 @@ def capped_dir(run_dir: Path, claim_id: str) -> Path:
 
 
 def plan_capped_check(claim: Claim, records: Sequence[Record]) -> CapPlan:
-    """The cap (budget minus the largest measured CUDA context) and the claim's GPU cases, from one GPU's records."""
+    """The simulated card (the budget; workers subtract their own CUDA context) and the claim's GPU cases."""
     gpu = [r for r in records if claim.matches(r.spec) and evidence_of(r) == MEASURED_GPU]
     if not gpu:
         return CapPlan(claim.id, None, None, None, (), "no GPU measurement of a case this claim covers")
@@ -65,8 +66,8 @@ def plan_capped_check(claim: Claim, records: Sequence[Record]) -> CapPlan:
     if not contexts:
         return CapPlan(claim.id, None, None, total, (), "no record measured the CUDA context (baseline_bytes)")
     context = max(contexts)
-    cap = claim.budget_bytes - context
-    if cap <= 0:
+    cap = claim.budget_bytes
+    if cap - context <= 0:
         reason = f"the CUDA context alone ({context} bytes) exceeds the budget"
         return CapPlan(claim.id, None, context, total, (), reason)
     cases = tuple(dict.fromkeys(r.spec for r in sorted(gpu, key=lambda r: r.spec)))

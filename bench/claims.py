@@ -62,9 +62,17 @@ SYMBOLS = {True: "✅", False: "❌", None: "⚠️"}
 Predictor = Callable[[CaseSpec], "int | None"]
 
 _UNITS = {
-    "b": 1, "byte": 1, "bytes": 1,
-    "kib": 1 << 10, "mib": MIB, "gib": GIB, "tib": 1 << 40,
-    "kb": 10**3, "mb": 10**6, "gb": GB, "tb": 10**12,
+    "b": 1,
+    "byte": 1,
+    "bytes": 1,
+    "kib": 1 << 10,
+    "mib": MIB,
+    "gib": GIB,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": GB,
+    "tb": 10**12,
 }
 _BUDGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*$")
 
@@ -140,13 +148,25 @@ def _claim_from_table(data: dict[str, Any], where: str) -> Claim:
         return data[key]
 
     known = {
-        "id", "title", "budget", "stated_as", "model", "precisions", "scenario", "batch_sizes", "contexts",
-        "new_tokens", "source", "note",
+        "id",
+        "title",
+        "budget",
+        "stated_as",
+        "model",
+        "precisions",
+        "scenario",
+        "batch_sizes",
+        "contexts",
+        "new_tokens",
+        "source",
+        "note",
     }
     unknown = sorted(set(data) - known)
     if unknown:
-        raise BadInputError(f"{where}: claim {data.get('id', '?')!r} has unknown key(s) {', '.join(unknown)}; "
-                            f"valid keys: {', '.join(sorted(known))}")
+        raise BadInputError(
+            f"{where}: claim {data.get('id', '?')!r} has unknown key(s) {', '.join(unknown)}; "
+            f"valid keys: {', '.join(sorted(known))}"
+        )
     precisions = need("precisions") if "precisions" in data else ["*"]
     if isinstance(precisions, str):
         precisions = [precisions]
@@ -283,6 +303,10 @@ class ContextVerdict:
             words = "predicted to fit" if self.fits else "predicted not to fit"
             return f"{words} (not measured on a GPU)"
         capped = " under the cap" if self.evidence == MEASURED_GPU_CAPPED else ""
+        if self.fits is None:
+            if self.oom:
+                return f"inconclusive: out of memory{capped} on a card smaller than the budget"
+            return "not judged: no NVML process peak was recorded"
         if self.fits:
             return f"fits{capped}"
         return f"does not fit{capped} (out of memory)" if self.oom else f"does not fit{capped}"
@@ -353,14 +377,25 @@ class ClaimVerdict:
         return self.evidence in (MEASURED_GPU, MEASURED_GPU_CAPPED)
 
 
+def card_bytes(record: Record) -> int | None:
+    """The memory of the card the record ran on: the simulated card under a cap, else the real one."""
+    return record.memory.memory_cap_bytes or record.memory.device_total_bytes
+
+
 def gpu_context_verdict(claim: Claim, record: Record, evidence: str) -> ContextVerdict:
-    """A GPU record judged against a claim: NVML peak within budget, or (under a cap) finished without OOM."""
+    """A GPU record judged against a claim: its NVML peak within the budget; an OOM does not fit.
+
+    A finished case is judged on its NVML peak under a cap too (the cap limits the allocator, not
+    kernels and library workspaces). An OOM on a card, real or simulated, smaller than the budget
+    says nothing about the budget: that point is inconclusive (``fits`` None).
+    """
     peak = record.memory.nvml_process_peak_bytes
     oom = record.status == "oom"
-    if evidence == MEASURED_GPU_CAPPED:
-        fits = not oom  # the cap enforced the budget: finishing is fitting
+    if oom:
+        card = card_bytes(record)
+        fits: bool | None = None if card is not None and card < claim.budget_bytes else False
     else:
-        fits = (not oom) and peak is not None and peak <= claim.budget_bytes
+        fits = None if peak is None else peak <= claim.budget_bytes
     return _context(claim, record.spec, evidence, fits, record, peak_bytes=peak, oom=oom)
 
 
@@ -368,14 +403,24 @@ def _context(
     claim: Claim, spec: CaseSpec, evidence: str, fits: bool | None, record: Record | None = None, **extra: Any
 ) -> ContextVerdict:
     base: dict[str, Any] = {
-        "model": spec.model, "precision": spec.precision, "scenario": spec.scenario, "batch_size": spec.batch_size,
-        "context_tokens": spec.context_tokens, "new_tokens": spec.new_tokens, "evidence": evidence,
-        "budget_bytes": claim.budget_bytes, "fits": fits, "key": spec.key,
+        "model": spec.model,
+        "precision": spec.precision,
+        "scenario": spec.scenario,
+        "batch_size": spec.batch_size,
+        "context_tokens": spec.context_tokens,
+        "new_tokens": spec.new_tokens,
+        "evidence": evidence,
+        "budget_bytes": claim.budget_bytes,
+        "fits": fits,
+        "key": spec.key,
     }
     if record is not None:
         base.update(
-            status=record.status, host_peak_rss_bytes=record.memory.host_peak_rss_bytes,
-            memory_cap_bytes=record.memory.memory_cap_bytes, device=record.device, device_name=record.device_name,
+            status=record.status,
+            host_peak_rss_bytes=record.memory.host_peak_rss_bytes,
+            memory_cap_bytes=record.memory.memory_cap_bytes,
+            device=record.device,
+            device_name=record.device_name,
         )
     base.update(extra)
     return ContextVerdict(**base)
@@ -411,8 +456,12 @@ def _status_over_contexts(points: Sequence[ContextVerdict]) -> tuple[str, int | 
     """Holds / fails / holds up to C (the largest context below the first failing one)."""
     holds_at: dict[int, bool] = {}
     for v in points:
+        if v.fits is None:
+            continue
         holds_at[v.context_tokens] = holds_at.get(v.context_tokens, True) and bool(v.fits)
     contexts = sorted(holds_at)
+    if not contexts:
+        return NOT_MEASURED, None, None
     failing = [c for c in contexts if not holds_at[c]]
     if not failing:
         return HOLDS, contexts[-1], None
@@ -455,8 +504,10 @@ def judge_claim(
         accounted.add((s.precision, s.context_tokens))
         if r.status not in ("ok", "oom"):
             reason = (r.error or "").strip().splitlines()[0] if (r.error or "").strip() else "no message"
-            gaps.append(f"{_describe(s.model, s.precision, s.scenario, s.context_tokens)} (batch {s.batch_size}): "
-                        f"{r.status}: {reason}")
+            gaps.append(
+                f"{_describe(s.model, s.precision, s.scenario, s.context_tokens)} (batch {s.batch_size}): "
+                f"{r.status}: {reason}"
+            )
             continue
         evidence = evidence_of(r)
         if evidence == HOST_MEMORY:
@@ -483,7 +534,7 @@ def judge_claim(
     elif not matching:
         gaps.append(f"no record of any case this claim covers ({claim.describe_cases()})")
 
-    measured = [v for v in verdicts if v.measured]
+    measured = [v for v in verdicts if v.measured and v.fits is not None]
     predicted = [v for v in verdicts if v.evidence == PREDICTED]
     judged = measured or predicted
     kinds = tuple(k for k in EVIDENCE_KINDS if any(v.evidence == k for v in verdicts))
@@ -502,15 +553,27 @@ def judge_claim(
         evidence = HOST_MEMORY if verdicts else None
     verdicts.sort(key=lambda v: (v.model, v.precision, v.scenario, v.batch_size, v.new_tokens, v.context_tokens))
     return ClaimVerdict(
-        claim=claim, device=device, device_name=device_name, status=status, evidence=evidence,
-        contexts=tuple(verdicts), series=_series_verdicts(judged), holds_up_to=up_to, fails_from=fails_from,
-        gaps=tuple(gaps), evidence_kinds=kinds,
+        claim=claim,
+        device=device,
+        device_name=device_name,
+        status=status,
+        evidence=evidence,
+        contexts=tuple(verdicts),
+        series=_series_verdicts(judged),
+        holds_up_to=up_to,
+        fails_from=fails_from,
+        gaps=tuple(gaps),
+        evidence_kinds=kinds,
     )
 
 
 def judge_claims(
-    claims: Sequence[Claim], records: Sequence[Record], *, predict: Predictor | None = None,
-    device: str = "", device_name: str = "",
+    claims: Sequence[Claim],
+    records: Sequence[Record],
+    *,
+    predict: Predictor | None = None,
+    device: str = "",
+    device_name: str = "",
 ) -> list[ClaimVerdict]:
     """Every claim judged on one device's records."""
     return [judge_claim(c, records, predict=predict, device=device, device_name=device_name) for c in claims]

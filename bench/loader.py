@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,15 @@ def random_checkpoint(source: ModelSource, seed: int = 0) -> Path:
     path = cache_dir() / "random-checkpoints" / f"{source.name}-{digest}-seed{seed}"
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return path
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build_random(source, "float16", device, seed)
+    # built on the host: never under a simulated card's cap, never on another process's GPU
+    model = build_random(source, "float16", "cpu", seed)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     model.save_pretrained(str(tmp))
     del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    tmp.rename(path) if not path.exists() else None
+    try:
+        tmp.rename(path)
+    except OSError:  # another process finished the same checkpoint first
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

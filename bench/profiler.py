@@ -292,8 +292,9 @@ class HostCaseMeasurement:
     context_tokens: int
     batch_size: int
     new_tokens: int
-    baseline_rss_bytes: int
-    peak_rss_bytes: int
+    baseline_rss_bytes: int  # before the model was loaded (a warm process: one load and run done and dropped)
+    peak_rss_bytes: int  # the high-water mark of the run (reset after loading, as the runner does)
+    loaded_rss_bytes: int  # after loading, before the run
     weights_bytes: int
     kv_cache_bytes: int | None
     seconds: float
@@ -314,8 +315,8 @@ HOST_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": 
 
 
 def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
-    """In this (fresh) process: warm up on the case, drop the model, then load and run it again while
-    reading the resident-memory high-water mark."""
+    """In this (fresh) process: warm up on the case, drop the model, then load it again and run it while
+    reading the resident-memory high-water mark (reset after loading, as the runner does)."""
     import ctypes
     import gc
 
@@ -344,34 +345,42 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
         if trim is not None:
             trim(0)
 
-    def once() -> tuple[Any, int | None]:
+    def load() -> Any:
         loaded = load_model(source, precision, "cpu")
+        with torch.no_grad():  # weights loaded from a file may still be mapped pages: make them all resident
+            for t in (*loaded.model.parameters(), *loaded.model.buffers()):
+                if t.numel():
+                    t.view(-1)[:: max(1, 4096 // t.element_size())].sum()
+        return loaded
+
+    def run(loaded: Any) -> int | None:
         model = loaded.model
         prompt = make_prompt(model.config.vocab_size, spec["batch_size"], spec["context_tokens"], 0, "cpu")
-        kv = None
         if source.family == DECODER:
             sample = run_generate(model, prompt, spec["new_tokens"])
-            kv = kv_cache_bytes(sample.cache)
-            del sample
-        else:
-            prompt["token_type_ids"] = torch.zeros_like(prompt["input_ids"])
-            run_encode(model, prompt)
-        return loaded, kv
+            return kv_cache_bytes(sample.cache)
+        prompt["token_type_ids"] = torch.zeros_like(prompt["input_ids"])
+        run_encode(model, prompt)
+        return None
 
-    warm, _ = once()
+    warm = load()
+    run(warm)
     del warm
     settle()
     baseline = host_rss_bytes() or 0
-    reset_host_peak()
     start = time.perf_counter()
-    loaded, kv = once()
+    loaded = load()
+    settle()
+    reset_host_peak()  # like the runner: the peak of the run, not of loading
+    loaded_rss = host_rss_bytes() or 0
+    kv = run(loaded)
     peak = host_peak_rss_bytes() or 0
     seconds = time.perf_counter() - start
     return {
         "model": spec["model"], "precision": spec["precision"], "context_tokens": spec["context_tokens"],
         "batch_size": spec["batch_size"], "new_tokens": spec["new_tokens"], "baseline_rss_bytes": baseline,
-        "peak_rss_bytes": peak, "weights_bytes": weights_bytes(loaded.model), "kv_cache_bytes": kv,
-        "seconds": seconds,
+        "peak_rss_bytes": peak, "loaded_rss_bytes": loaded_rss, "weights_bytes": weights_bytes(loaded.model),
+        "kv_cache_bytes": kv, "seconds": seconds,
     }
 
 

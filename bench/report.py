@@ -348,8 +348,8 @@ def _claim_blocks(
         cap_text = ", ".join(f"{fmt_mib(c)} MiB" for c in caps) or "unknown"
         blocks.append(Heading("Second check: the same cases under a per-process memory cap", 4))
         blocks.append(Para(
-            f"{capped.symbol} {capped.text}. The allocator was capped at {cap_text} (the budget minus the measured "
-            f"CUDA context) on {capped.device_name or device_label}, simulating a card of {claim.budget_text}.",
+            f"{capped.symbol} {capped.text}. Simulated card of {cap_text} on {capped.device_name or device_label}: "
+            f"the allocator was capped at that minus the CUDA context each worker measured.",
             _verdict_kind(capped.symbol)))
         if capped.contexts:
             blocks.append(_context_rows(capped))

@@ -229,7 +229,8 @@ class _Isolated:
         timeout = policy.timeout_s + (LOAD_ALLOWANCE_S if worker.loaded_group != group else 0)
         kind, payload = worker.ask(spec, policy, self.options.run_id, timeout)
         if kind == "record":
-            worker.loaded_group = group
+            # after an OOM the worker dropped its model: the next case reloads it and gets the load allowance
+            worker.loaded_group = group if payload[0]["status"] != "oom" else None
             return Record.from_dict(payload[0]), payload[1]
         worker.close(kill=True)
         self.worker = None

@@ -30,12 +30,14 @@ def utc_now() -> str:
 
 
 def resolve_device(requested: str) -> str:
-    """A concrete torch device string: 'cuda' becomes the current CUDA device ('cuda:N')."""
-    if requested.startswith("cuda"):
+    """A concrete torch device string: 'cuda' becomes the current CUDA device ('cuda:N').
+
+    Does not initialise CUDA: before initialisation torch's current device is the first visible one.
+    """
+    if requested == "cuda":
         import torch
 
-        if requested == "cuda":
-            return f"cuda:{torch.cuda.current_device()}"
+        return f"cuda:{torch.cuda.current_device() if torch.cuda.is_initialized() else 0}"
     return requested
 
 
@@ -60,8 +62,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def is_oom(exc: BaseException) -> bool:
-    """True for an out-of-memory failure on the device or the host."""
+def is_oom(exc: BaseException, device: str = "cpu") -> bool:
+    """True for an out-of-memory failure of the case's device (on a GPU run, host OOM is an error)."""
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            return isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(exc)
+        except ImportError:
+            return False
     if isinstance(exc, MemoryError):
         return True
     try:
@@ -109,6 +118,7 @@ class PreparedCase:
     def run_once(self) -> float:
         """One timed call; returns its E2E (generate) or forward latency (encode) in seconds."""
         if self.spec.scenario == "generate":
+            self.last_cache = None  # the previous repetition's KV cache must not inflate this one's peak
             sample = run_generate(self.loaded.model, self.prompt, self.spec.new_tokens, self.clock, self.sync)
             self._raw["ttft_s"].append(sample.ttft_s)
             self._raw["e2e_s"].append(sample.e2e_s)
@@ -187,7 +197,8 @@ class CaseRunner:
         self.telemetry_period_s = telemetry_period_s
         self._used_before: dict[str, int | None] = {}
         self.state = GroupState()
-        self._cap_applied: set[str] = set()
+        self._device_total: dict[str, int] = {}
+        self._context_bytes: dict[str, int | None] = {}
         self.last_timeline: tuple[dict[str, Any], ...] = ()
 
     def sampler(self, device: str) -> Any:
@@ -199,28 +210,38 @@ class CaseRunner:
         )
 
     def _prepare_device(self, device: str) -> None:
-        if not device.startswith("cuda") or device in self._cap_applied:
+        """Create the CUDA context once, measure it, and apply the simulated card size (``memory_cap_bytes``)."""
+        if not device.startswith("cuda") or device in self._device_total:
             return
         from bench.telemetry import device_used_bytes
 
+        index = int(device.split(":", 1)[1])
         # what the card holds before this process touches it: the fallback when NVML cannot see our PID
-        self._used_before[device] = device_used_bytes(device)
+        self._used_before[device] = device_used_bytes(device, identity={"index": index})
         import torch
 
         if not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available in this process; use --device cpu")
-        torch.empty(1, device=device)  # create the CUDA context before measuring the baseline
+        torch.empty(1, device=device)  # create the CUDA context before measuring it
+        total = int(torch.cuda.get_device_properties(device).total_memory)
+        self._device_total[device] = total
+        context = process_device_bytes(self.sampler(device))[0]
+        self._context_bytes[device] = context
         if self.memory_cap_bytes:
-            total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, self.memory_cap_bytes / total), device)
-        self._cap_applied.add(device)
+            # a simulated card of memory_cap_bytes: the CUDA context takes its share, the allocator the rest
+            allocator_cap = self.memory_cap_bytes - (context or 0)
+            if allocator_cap <= 0:
+                raise RuntimeError(
+                    f"the CUDA context ({context} bytes) does not fit the simulated card of {self.memory_cap_bytes}"
+                )
+            torch.cuda.set_per_process_memory_fraction(min(1.0, allocator_cap / total), device)
 
     def model_for(self, spec: CaseSpec, device: str) -> LoadedModel:
         """The loaded model for a spec's group, loading it (and dropping the previous one) when needed."""
         group = (*spec.group[:3], device, spec.attn_implementation)
         if self.state.group == group and self.state.loaded is not None:
             return self.state.loaded
-        self.release()
+        self.release(device)
         self._prepare_device(device)
         baseline = process_device_bytes(self.sampler(device))[0] if device.startswith("cuda") else None
         start = time.perf_counter()
@@ -229,19 +250,11 @@ class CaseRunner:
         self.state = GroupState(group, loaded, baseline, time.perf_counter() - start)
         return loaded
 
-    def release(self) -> None:
-        """Drop the loaded model and give its memory back."""
-        if self.state.loaded is None:
-            return
-        device = self.state.loaded.device
+    def release(self, device: str | None = None) -> None:
+        """Drop the loaded model and give its memory (and the allocator's cached blocks) back."""
+        device = self.state.loaded.device if self.state.loaded is not None else device
         self.state = GroupState()
-        import gc
-
-        gc.collect()
-        if device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        _free(device or "cpu")
 
     def run(self, spec: CaseSpec, policy: TimingPolicy, run_id: str = "") -> Record:
         """Measure one case; failures become records (oom / error), never exceptions."""
@@ -252,28 +265,35 @@ class CaseRunner:
         base = {"spec": spec, "policy": policy, "run_id": run_id, "started_utc": started, "host": socket.gethostname()}
         try:
             device = resolve_device(spec.device)
-            loaded = self.model_for(spec, device)
-            record = self._measure(loaded, spec, policy, device, base)
+            record = self._measure(self.model_for(spec, device), spec, policy, device, base)
         except Exception as exc:
-            status = "oom" if is_oom(exc) else "error"
+            status = "oom" if is_oom(exc, device) else "error"
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if status == "error":
                 message += "\n" + "".join(traceback.format_exception(exc)[-3:])
-            self.release() if status == "oom" else None
+            del exc  # its traceback holds the case's tensors
+            memory = Memory(
+                baseline_bytes=self.state.baseline_bytes,
+                device_total_bytes=self._device_total.get(device),
+                memory_cap_bytes=self.memory_cap_bytes,
+            )
             record = Record(
                 status=status,
                 error=message[:4000],
                 device=device,
                 device_name=_safe_device_name(device),
-                memory=Memory(memory_cap_bytes=self.memory_cap_bytes),
+                memory=memory,
                 **base,
             )
+        if record.status == "oom":
+            self.release(device)  # now that nothing refers to the failed case's tensors
         return record.replace(wall_s=time.perf_counter() - t0)
 
     def _measure(
         self, loaded: LoadedModel, spec: CaseSpec, policy: TimingPolicy, device: str, base: dict[str, Any]
     ) -> Record:
         case = PreparedCase(loaded, spec, device, self.clock)
+        _free(device)  # earlier cases' cached blocks must not count as this case's peak
         for _ in range(policy.warmup_runs):
             case.run_once()
         case.clear()
@@ -293,11 +313,7 @@ class CaseRunner:
         kv_bytes = kv_cache_bytes(case.last_cache)
         case.last_cache = None
 
-        total_bytes = None
-        if device.startswith("cuda"):
-            import torch
-
-            total_bytes = int(torch.cuda.get_device_properties(device).total_memory)
+        total_bytes = self._device_total.get(device)
         memory = Memory(
             weights_bytes=weights_bytes(loaded.model),
             peak_allocated_bytes=peaks.peak_allocated_bytes,
@@ -331,6 +347,17 @@ class CaseRunner:
             flags=tuple(dict.fromkeys(flags)),
             **base,
         )
+
+
+def _free(device: str) -> None:
+    """Collect garbage and, on a GPU, return the allocator's cached blocks to the driver."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _safe_device_name(device: str) -> str:

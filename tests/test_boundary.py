@@ -119,11 +119,12 @@ def test_boundary_dataclass_width():
     assert b.width == 100 and not b.resolved() and b.resolved(100)
 
 
-def test_cap_is_budget_minus_the_measured_cuda_context():
+def test_cap_is_a_simulated_card_of_the_budget():
     claim = next(c for c in load_claims() if c.id == "phi3-fp16-8gb")
     plan = plan_capped_check(claim, gpu_suite())
     assert plan.runnable and plan.context_bytes == CONTEXT_BYTES == 512 * 2**20
-    assert plan.cap_bytes == 8 * GiB - 512 * 2**20 and plan.device_total_bytes == H200_TOTAL
+    # workers subtract the CUDA context they measure; the plan names the card
+    assert plan.cap_bytes == 8 * GiB and plan.device_total_bytes == H200_TOTAL
     assert [c.context_tokens for c in plan.cases] == [128, 1024, 2048, 3072, 4032]
     assert all(c.precision == "fp16" for c in plan.cases)
 
@@ -138,7 +139,7 @@ def test_capped_check_runs_the_claim_cases_under_the_cap(tmp_path: Path):
         return Options(out_dir, cap)
 
     plan, verdict = run_capped_check(claim, gpu_suite(), runner, make_options, tmp_path)
-    assert made == [(capped_dir(tmp_path, claim.id), 8 * GiB - CONTEXT_BYTES)]
+    assert made == [(capped_dir(tmp_path, claim.id), 8 * GiB)]
     assert made[0][0] == tmp_path / "capped" / "phi3-fp16-8gb"
     assert verdict is not None and verdict.evidence == MEASURED_GPU_CAPPED
     # The fake's peak is 7 GiB + 357,913 B per token: over 8 GiB (so OOM under the cap) beyond 3000 tokens.
@@ -183,7 +184,7 @@ def test_report_command_measures_then_reports(tmp_path: Path):
     assert notes == ["Boundary of 'fp16' for phi-3-mini fp16 batch 1 on NVIDIA H200 (cuda:0): holds at 2992, fails "
                      "at 3040 tokens (located to within 64; 6 extra case(s))"]
     notes += check_claims_under_cap(folder, [CLAIM], runner, lambda out, cap: Options(out, cap))
-    assert "cap of 7,680 MiB" in notes[-1]
+    assert "cap of 8,192 MiB" in notes[-1]
     files = build_report(folder, [CLAIM], notes=notes, make_plots=False)
     (verdict,) = files.verdicts
     assert (verdict.holds_up_to, verdict.fails_from) == (2992, 3040)  # the boundary records are judged

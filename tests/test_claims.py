@@ -182,14 +182,29 @@ def test_predictor_returning_none_leaves_host_evidence():
     assert v.status == NOT_MEASURED and v.contexts[0].evidence == HOST_MEMORY
 
 
-def test_capped_records_fit_when_they_finish():
-    capped = gpu_generate("fp16", 128, peak=7 * GiB, cap=8 * GiB - CONTEXT_BYTES)
-    oom = gpu_generate("fp16", 1024, status="oom", cap=8 * GiB - CONTEXT_BYTES)
+def test_capped_records_are_judged_on_their_peak_and_oom():
+    # the cap is the simulated card (the budget); a finished case is still judged on its NVML peak
+    capped = gpu_generate("fp16", 128, peak=7 * GiB, cap=8 * GiB)
+    oom = gpu_generate("fp16", 1024, status="oom", cap=8 * GiB)
     assert evidence_of(capped) == MEASURED_GPU_CAPPED and evidence_of(oom) == MEASURED_GPU_CAPPED
     v = judge_claim(FP16_8GIB, [capped, oom])
     assert v.evidence == MEASURED_GPU_CAPPED
     assert [c.text for c in v.contexts] == ["fits under the cap", "does not fit under the cap (out of memory)"]
     assert v.text == "holds up to 128 tokens of context, fails from 1024 under a per-process memory cap"
+
+
+def test_capped_case_over_budget_outside_the_allocator_does_not_fit():
+    over = gpu_generate("fp16", 128, peak=8 * GiB + 200 * MiB, cap=8 * GiB)
+    v = judge_claim(FP16_8GIB, [over])
+    assert v.contexts[0].fits is False and v.status == FAILS
+
+
+def test_oom_on_a_card_smaller_than_the_budget_is_inconclusive():
+    small = gpu_generate("fp16", 1024, status="oom", cap=6 * GiB)
+    ok = gpu_generate("fp16", 128, peak=7 * GiB)
+    v = judge_claim(FP16_8GIB, [ok, small])
+    assert v.contexts[1].fits is None and "inconclusive" in v.contexts[1].text
+    assert v.status == HOLDS and v.holds_up_to == 128
 
 
 def test_failed_cases_are_gaps_not_verdicts():

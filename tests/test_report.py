@@ -240,7 +240,7 @@ def test_cli_with_a_user_claims_file(tmp_path: Path, capsys):
 def test_boundary_and_capped_records_are_reported(tmp_path: Path):
     folder = write_run(tmp_path / "run", [gpu_generate("fp16", c) for c in (128, 1024, 2048)], envelope())
     write_run(folder / "boundary", [gpu_generate("fp16", c) for c in (576, 800)])
-    cap = 8 * GiB - CONTEXT_BYTES
+    cap = 8 * GiB
     write_run(folder / "capped" / "phi3-fp16-8gb",
               [gpu_generate("fp16", 128, cap=cap), gpu_generate("fp16", 1024, status="oom", cap=cap)])
     files = build_report(folder, make_plots=False)
@@ -250,7 +250,7 @@ def test_boundary_and_capped_records_are_reported(tmp_path: Path):
     md = files.markdown.read_text(encoding="utf-8")
     assert "Second check: the same cases under a per-process memory cap" in md
     assert "holds up to 128 tokens of context, fails from 1024 under a per-process memory cap" in md
-    assert "7,680 MiB" in md  # the cap: 8 GiB minus the 512 MiB CUDA context
+    assert "Simulated card of 8,192 MiB" in md
     csv = pd.read_csv(folder / "records.csv")
     assert set(csv["record_source"]) == {"run", "boundary", "capped/phi3-fp16-8gb"}
 
@@ -297,8 +297,9 @@ def test_report_of_a_real_cpu_run(tmp_path: Path):
     assert [r.status for r in records] == ["ok"] * 2, [r.error for r in records]
     write_environment(folder, collect_environment("smoke", ["bench", "run"]))
     files = build_report(folder)
-    assert {p.name for p in files.plots} == PLOT_FILES
+    assert {p.name for p in files.plots} == PLOT_FILES | {"timeline.png"}  # the run wrote telemetry timelines
     md = files.markdown.read_text(encoding="utf-8")
+    assert "Energy is not measured on a CPU" in md
     assert "## Claims" in md and "## Environment" in md and "Peak host RSS (GiB)" in md
     assert all(not v.measured_on_gpu for v in files.verdicts)
 
