@@ -56,3 +56,14 @@ def compare(session: nox.Session) -> None:
         session.error("name the run folder to judge: nox -s compare -- reports/<run> [BASELINE_RUN]")
     _install(session)
     session.run("bench", "compare", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def predict_accuracy(session: nox.Session) -> None:
+    """Benchmark: predicted vs measured peak memory per case and the worst case (CPU host memory by default).
+
+    ``nox -s predict_accuracy -- --quick`` for a few cases; ``-- --results reports/<gpu-run>`` compares a GPU
+    run's NVML peaks with the predictions for its card. Exit status 1 when the worst case is beyond 5%.
+    """
+    _install(session)
+    session.run("python", "benchmarks/predictor_accuracy.py", *session.posargs)

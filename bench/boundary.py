@@ -146,7 +146,13 @@ def find_boundaries(
         template = _template(records, series, line.holds_up_to)
         boundaries.append(
             bisect_series(
-                claim, template, _policy(records, series), line.holds_up_to, line.fails_from, run_cases, options,
+                claim,
+                template,
+                _policy(records, series),
+                line.holds_up_to,
+                line.fails_from,
+                run_cases,
+                options,
                 tolerance,
             )
         )

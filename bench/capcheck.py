@@ -58,7 +58,11 @@ def plan_capped_check(claim: Claim, records: Sequence[Record]) -> CapPlan:
         return CapPlan(claim.id, None, None, None, (), "the records do not say how much memory the GPU has")
     if total <= claim.budget_bytes:
         return CapPlan(
-            claim.id, None, None, total, (),
+            claim.id,
+            None,
+            None,
+            total,
+            (),
             f"the GPU holds {total / (1 << 30):.1f} GiB, not more than the {claim.budget_text} budget: "
             "the plain measurement already is the real test",
         )

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "bench.commands.list_cmd",
     "bench.commands.compare_cmd",
     "bench.commands.report_cmd",
+    "bench.commands.predict_cmd",
 )
 
 

@@ -154,10 +154,23 @@ class MetricComparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (non-finite numbers become None)."""
-        out = {k: _finite(getattr(self, k)) for k in (
-            "metric", "baseline", "current", "change", "verdict", "threshold", "n_baseline", "n_current",
-            "p_value", "ci_low", "ci_high", "detail",
-        )}
+        out = {
+            k: _finite(getattr(self, k))
+            for k in (
+                "metric",
+                "baseline",
+                "current",
+                "change",
+                "verdict",
+                "threshold",
+                "n_baseline",
+                "n_current",
+                "p_value",
+                "ci_low",
+                "ci_high",
+                "detail",
+            )
+        }
         out.update(label=self.info.label, unit=self.info.unit, higher_is_better=self.info.higher_is_better)
         return out
 
@@ -310,8 +323,13 @@ def _ratio_interval(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate (all-equal) resamples are fine: the interval collapses
         res = stats.bootstrap(
-            (np.asarray(current, float), np.asarray(baseline, float)), ratio, vectorized=True, paired=False,
-            n_resamples=settings.bootstrap_resamples, confidence_level=1 - settings.alpha, method="percentile",
+            (np.asarray(current, float), np.asarray(baseline, float)),
+            ratio,
+            vectorized=True,
+            paired=False,
+            n_resamples=settings.bootstrap_resamples,
+            confidence_level=1 - settings.alpha,
+            method="percentile",
             rng=np.random.default_rng(settings.seed),
         )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -329,21 +347,35 @@ def compare_speed(
     threshold = settings.threshold_for(metric.name)
     n, m = len(baseline), len(current)
     if not n or not m:
-        return MetricComparison(metric.name, math.nan, math.nan, math.nan, NOT_MEASURED, threshold, n, m,
-                                detail="no samples on one side")
+        return MetricComparison(
+            metric.name, math.nan, math.nan, math.nan, NOT_MEASURED, threshold, n, m, detail="no samples on one side"
+        )
     base_med, cur_med = statistics.median(baseline), statistics.median(current)
     change = cur_med / base_med - 1 if base_med else math.inf
     up, down = change > threshold, change < -threshold
     ci_low, ci_high = _ratio_interval(baseline, current, settings)
     if not (up or down):
-        return MetricComparison(metric.name, base_med, cur_med, change, UNCHANGED, threshold, n, m, None,
-                                ci_low, ci_high, f"within {threshold:.0%}")
+        return MetricComparison(
+            metric.name,
+            base_med,
+            cur_med,
+            change,
+            UNCHANGED,
+            threshold,
+            n,
+            m,
+            None,
+            ci_low,
+            ci_high,
+            f"within {threshold:.0%}",
+        )
     worse = down if metric.higher_is_better else up
     min_p = smallest_p_value(n, m)
     if min_p >= settings.alpha:
         detail = f"{n} vs {m} samples cannot reach p < {settings.alpha:g} (smallest p {min_p:.3g}); repeat more"
-        return MetricComparison(metric.name, base_med, cur_med, change, INSUFFICIENT, threshold, n, m, None,
-                                ci_low, ci_high, detail)
+        return MetricComparison(
+            metric.name, base_med, cur_med, change, INSUFFICIENT, threshold, n, m, None, ci_low, ci_high, detail
+        )
     factor, alternative = (1 + threshold, "greater") if up else (1 - threshold, "less")
     p_value = margin_p_value(baseline, current, factor, alternative)
     if p_value < settings.alpha:
@@ -351,8 +383,9 @@ def compare_speed(
         detail = f"beyond {threshold:.0%} with p = {p_value:.2g}"
     else:
         verdict, detail = NOT_SIGNIFICANT, f"beyond {threshold:.0%} in the medians, but p = {p_value:.2g}"
-    return MetricComparison(metric.name, base_med, cur_med, change, verdict, threshold, n, m, p_value,
-                            ci_low, ci_high, detail)
+    return MetricComparison(
+        metric.name, base_med, cur_med, change, verdict, threshold, n, m, p_value, ci_low, ci_high, detail
+    )
 
 
 def peak_memory(record: Record, field_name: str) -> int | None:
@@ -367,8 +400,15 @@ def compare_memory(baseline: Record, current: Record, settings: CompareSettings)
         if b is not None and c is not None:
             break
     else:
-        return MetricComparison(MEMORY_METRIC.name, math.nan, math.nan, math.nan, NOT_MEASURED, 0,
-                                detail="no peak-memory field measured on both sides")
+        return MetricComparison(
+            MEMORY_METRIC.name,
+            math.nan,
+            math.nan,
+            math.nan,
+            NOT_MEASURED,
+            0,
+            detail="no peak-memory field measured on both sides",
+        )
     tolerance = max(settings.memory_tolerance * b, settings.memory_tolerance_bytes)
     growth = c - b
     change = growth / b if b else (math.inf if growth else 0.0)
@@ -379,8 +419,9 @@ def compare_memory(baseline: Record, current: Record, settings: CompareSettings)
     else:
         verdict = UNCHANGED
     detail = f"{name}: {growth / MiB:+.1f} MiB (tolerance {tolerance / MiB:.1f} MiB)"
-    return MetricComparison(MEMORY_METRIC.name, float(b), float(c), change, verdict, float(tolerance), 1, 1,
-                            detail=detail)
+    return MetricComparison(
+        MEMORY_METRIC.name, float(b), float(c), change, verdict, float(tolerance), 1, 1, detail=detail
+    )
 
 
 def _by_identity(records: Sequence[Record]) -> dict[tuple[str, str], Record]:
@@ -399,9 +440,7 @@ def _quality_notes(baseline: Record, current: Record) -> list[str]:
     return notes
 
 
-def _compare_pair(
-    baseline: Record, current: Record, settings: CompareSettings, notes: list[str]
-) -> CaseComparison:
+def _compare_pair(baseline: Record, current: Record, settings: CompareSettings, notes: list[str]) -> CaseComparison:
     key, label = current.spec.key, case_label(current)
     if baseline.status in _FAILURE_STATUSES and current.ok:
         return CaseComparison(key, current.device_name, label, FIXED, (), (*notes, f"baseline {baseline.status}"))
@@ -484,8 +523,11 @@ def compare_records(
         if (dev, key) not in cur_by and key not in cur_keys:
             cases.append(CaseComparison(key, dev, case_label(base), ONLY_BASELINE, baseline_device_name=dev))
     if not baseline_envelopes or not current_envelopes:
-        side = "both sides" if not (baseline_envelopes or current_envelopes) else (
-            "the baseline" if not baseline_envelopes else "the current run")
+        side = (
+            "both sides"
+            if not (baseline_envelopes or current_envelopes)
+            else ("the baseline" if not baseline_envelopes else "the current run")
+        )
         warn(f"no environment.json for {side}; library versions were not checked")
     elif missing_env:
         warn("some records have no matching environment.json envelope; their library versions were not checked")

@@ -24,8 +24,13 @@ from bench.compare import (
 )
 
 _STYLE = {
-    REGRESSION: "bold red", IMPROVEMENT: "green", INSUFFICIENT: "yellow", NOT_SIGNIFICANT: "yellow",
-    UNCHANGED: "dim", FAILED: "bold red", FIXED: "green",
+    REGRESSION: "bold red",
+    IMPROVEMENT: "green",
+    INSUFFICIENT: "yellow",
+    NOT_SIGNIFICANT: "yellow",
+    UNCHANGED: "dim",
+    FAILED: "bold red",
+    FIXED: "green",
 }
 _ICON = {REGRESSION: "❌", IMPROVEMENT: "✅", INSUFFICIENT: "⚠️", NOT_SIGNIFICANT: "〰️"}
 _COLUMNS = ("Case", "GPU", "Metric", "Baseline", "Current", "Change", "p", "CI of change", "Verdict")
@@ -65,8 +70,17 @@ def _ci(m: MetricComparison) -> str:
 def _metric_cells(case: CaseComparison, m: MetricComparison) -> list[str]:
     unit = m.info.unit
     verdict = m.verdict if not m.detail else f"{m.verdict} ({m.detail})"
-    return [case.label, case.device_name, m.info.label, format_value(m.baseline, unit), format_value(m.current, unit),
-            _change(m), _p(m), _ci(m), verdict]
+    return [
+        case.label,
+        case.device_name,
+        m.info.label,
+        format_value(m.baseline, unit),
+        format_value(m.current, unit),
+        _change(m),
+        _p(m),
+        _ci(m),
+        verdict,
+    ]
 
 
 def _case_cells(case: CaseComparison) -> list[str]:

@@ -106,19 +106,25 @@ def to_pytest_benchmark(
             stats.update(duration)
         stats_dict = stats.as_dict()
         stats_dict.update(data=list(stats.data), iterations=1)
-        benchmarks.append({
-            "group": case_group(r.spec),
-            "name": case_test_name(r.spec),
-            "fullname": f"{PYTEST_TEST_PATH}::{case_test_name(r.spec)}",
-            "params": {"case": case_test_id(r.spec)},
-            "param": case_test_id(r.spec),
-            "extra_info": extra_info(r),
-            "options": {
-                "disable_gc": False, "timer": "bench (harness timers)", "min_rounds": r.policy.min_repetitions,
-                "max_time": r.policy.timeout_s, "min_time": r.policy.min_duration_s, "warmup": r.policy.warmup_runs > 0,
-            },
-            "stats": stats_dict,
-        })
+        benchmarks.append(
+            {
+                "group": case_group(r.spec),
+                "name": case_test_name(r.spec),
+                "fullname": f"{PYTEST_TEST_PATH}::{case_test_name(r.spec)}",
+                "params": {"case": case_test_id(r.spec)},
+                "param": case_test_id(r.spec),
+                "extra_info": extra_info(r),
+                "options": {
+                    "disable_gc": False,
+                    "timer": "bench (harness timers)",
+                    "min_rounds": r.policy.min_repetitions,
+                    "max_time": r.policy.timeout_s,
+                    "min_time": r.policy.min_duration_s,
+                    "warmup": r.policy.warmup_runs > 0,
+                },
+                "stats": stats_dict,
+            }
+        )
     machine_info = {
         "node": env.get("host", measured[0].host if measured else ""),
         "processor": env.get("cpu", ""),
@@ -139,10 +145,16 @@ def to_pytest_benchmark(
     }
 
 
-_BIGGER = (("decode_tokens_per_s", "decode tokens/s"), ("prefill_tokens_per_s", "prefill tokens/s"),
-           ("tokens_per_s", "encode tokens/s"))
-_SMALLER_TIMES = (("ttft_s", "TTFT", "ttft_s"), ("e2e_s", "E2E latency", "e2e_s"),
-                  ("latency_s", "encode latency", "latency_s"))
+_BIGGER = (
+    ("decode_tokens_per_s", "decode tokens/s"),
+    ("prefill_tokens_per_s", "prefill tokens/s"),
+    ("tokens_per_s", "encode tokens/s"),
+)
+_SMALLER_TIMES = (
+    ("ttft_s", "TTFT", "ttft_s"),
+    ("e2e_s", "E2E latency", "e2e_s"),
+    ("latency_s", "encode latency", "latency_s"),
+)
 
 
 def _series_name(record: Record, what: str) -> str:
@@ -175,21 +187,44 @@ def to_github_benchmark(records: Sequence[Record], *, bigger: bool) -> list[dict
         if bigger:
             for key, label in _BIGGER:
                 if key in m and math.isfinite(m[key]):
-                    samples = speed_samples(r, key) if key != "tokens_per_s" else [
-                        r.spec.batch_size * r.spec.context_tokens / t for t in r.samples.latency_s if t > 0]
-                    out.append({"name": _series_name(r, label), "unit": "tokens/s", "value": round(m[key], 3),
-                                "range": _iqr_range(samples, 1.0), "extra": _extra(r)})
+                    samples = (
+                        speed_samples(r, key)
+                        if key != "tokens_per_s"
+                        else [r.spec.batch_size * r.spec.context_tokens / t for t in r.samples.latency_s if t > 0]
+                    )
+                    out.append(
+                        {
+                            "name": _series_name(r, label),
+                            "unit": "tokens/s",
+                            "value": round(m[key], 3),
+                            "range": _iqr_range(samples, 1.0),
+                            "extra": _extra(r),
+                        }
+                    )
             continue
         for key, label, sample_key in _SMALLER_TIMES:
             if key in m and math.isfinite(m[key]):
                 samples = speed_samples(r, sample_key)
-                out.append({"name": _series_name(r, label), "unit": "ms", "value": round(m[key] * 1e3, 4),
-                            "range": _iqr_range(samples, 1e3), "extra": _extra(r)})
+                out.append(
+                    {
+                        "name": _series_name(r, label),
+                        "unit": "ms",
+                        "value": round(m[key] * 1e3, 4),
+                        "range": _iqr_range(samples, 1e3),
+                        "extra": _extra(r),
+                    }
+                )
         for name in MEMORY_FIELDS:
             value = getattr(r.memory, name)
             if value is not None:
-                out.append({"name": _series_name(r, "peak memory"), "unit": "MiB", "value": round(value / MiB, 1),
-                            "extra": f"{name}; {_extra(r)}"})
+                out.append(
+                    {
+                        "name": _series_name(r, "peak memory"),
+                        "unit": "MiB",
+                        "value": round(value / MiB, 1),
+                        "extra": f"{name}; {_extra(r)}",
+                    }
+                )
                 break
     return out
 

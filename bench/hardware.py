@@ -164,8 +164,9 @@ class HardwareProfile:
             memory = int(data["memory_bytes"])
             bandwidth = float(data["memory_bandwidth_bytes_per_s"])
         except KeyError as exc:
-            raise BadInputError(f"{where} lacks required field {exc.args[0]!r} (name, memory_bytes, "
-                                "memory_bandwidth_bytes_per_s)") from None
+            raise BadInputError(
+                f"{where} lacks required field {exc.args[0]!r} (name, memory_bytes, memory_bandwidth_bytes_per_s)"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise BadInputError(f"{where} has a non-numeric memory or bandwidth figure ({exc})") from None
         if kind not in KINDS:

@@ -61,7 +61,7 @@ def on_gpu(frame: pd.DataFrame) -> bool:
 
 
 def device_label(frame: pd.DataFrame) -> str:
-    """"<device name> (<device>)" of a one-device frame, e.g. "NVIDIA H200 (cuda:0)"."""
+    """ "<device name> (<device>)" of a one-device frame, e.g. "NVIDIA H200 (cuda:0)"."""
     names = [n for n in frame.get("device_name", pd.Series(dtype=str)).dropna().unique() if n]
     devices = [d for d in frame.get("device", pd.Series(dtype=str)).dropna().unique() if d]
     name = ", ".join(names) or "unknown device"
@@ -174,7 +174,13 @@ def _ok(frame: pd.DataFrame, scenario: str, column: str) -> pd.DataFrame:
 
 
 def _line_plot(
-    frame: pd.DataFrame, scenario: str, column: str, scale: float, title: str, xlabel: str, ylabel: str,
+    frame: pd.DataFrame,
+    scenario: str,
+    column: str,
+    scale: float,
+    title: str,
+    xlabel: str,
+    ylabel: str,
     keys: Sequence[str] = ("model", "precision", "batch_size", "new_tokens"),
 ) -> Figure | None:
     data = _ok(frame, scenario, column)
@@ -192,32 +198,54 @@ def _line_plot(
 def decode_throughput(frame: pd.DataFrame) -> Figure | None:
     """Decode tokens/s against context length, one line per precision (generate cases)."""
     return _line_plot(
-        frame, "generate", "decode_tokens_per_s", 1.0, "Decode throughput vs context length",
-        "context length (prompt tokens)", "decode throughput (tokens/s)",
+        frame,
+        "generate",
+        "decode_tokens_per_s",
+        1.0,
+        "Decode throughput vs context length",
+        "context length (prompt tokens)",
+        "decode throughput (tokens/s)",
     )
 
 
 def ttft(frame: pd.DataFrame) -> Figure | None:
     """Time to first token (prefill latency) against context length, one line per precision."""
     return _line_plot(
-        frame, "generate", "ttft_s", 1000.0, "Time to first token (prefill) vs context length",
-        "context length (prompt tokens)", "TTFT, median (ms)",
+        frame,
+        "generate",
+        "ttft_s",
+        1000.0,
+        "Time to first token (prefill) vs context length",
+        "context length (prompt tokens)",
+        "TTFT, median (ms)",
     )
 
 
 def bert_throughput(frame: pd.DataFrame) -> Figure | None:
     """Encoder sequences/s against sequence length, per precision and batch size."""
     return _line_plot(
-        frame, "encode", "sequences_per_s", 1.0, "Encoder throughput vs sequence length",
-        "sequence length (tokens)", "throughput (sequences/s)", keys=("model", "precision", "batch_size"),
+        frame,
+        "encode",
+        "sequences_per_s",
+        1.0,
+        "Encoder throughput vs sequence length",
+        "sequence length (tokens)",
+        "throughput (sequences/s)",
+        keys=("model", "precision", "batch_size"),
     )
 
 
 def bert_latency(frame: pd.DataFrame) -> Figure | None:
     """Encoder forward latency against sequence length, per precision and batch size."""
     return _line_plot(
-        frame, "encode", "latency_s", 1000.0, "Encoder forward latency vs sequence length",
-        "sequence length (tokens)", "latency, median (ms)", keys=("model", "precision", "batch_size"),
+        frame,
+        "encode",
+        "latency_s",
+        1000.0,
+        "Encoder forward latency vs sequence length",
+        "sequence length (tokens)",
+        "latency, median (ms)",
+        keys=("model", "precision", "batch_size"),
     )
 
 
@@ -235,7 +263,8 @@ def memory_unit(values_bytes: Sequence[float], gpu: bool) -> tuple[float, str]:
 
 
 def peak_memory(
-    frame: pd.DataFrame, scenario: str = "generate",
+    frame: pd.DataFrame,
+    scenario: str = "generate",
     budget_lines: Sequence[tuple[int, str]] = DEFAULT_BUDGET_LINES,
 ) -> Figure | None:
     """Peak memory against context length per precision; on a GPU with budget lines; OOM cases marked.
@@ -253,8 +282,11 @@ def peak_memory(
         return None
     gpu = on_gpu(frame)
     fig, ax = _new_figure()
-    keys = ("model", "precision", "batch_size", "new_tokens") if scenario == "generate" else (
-        "model", "precision", "batch_size")
+    keys = (
+        ("model", "precision", "batch_size", "new_tokens")
+        if scenario == "generate"
+        else ("model", "precision", "batch_size")
+    )
     shown = data if not data.empty else ooms
     scale, unit = memory_unit(data[column] if not data.empty else [], gpu)
     for line, rows in _lines(data, keys) if not data.empty else []:
@@ -262,17 +294,27 @@ def peak_memory(
     top = float(data[column].max()) / scale if not data.empty else 0.0
     if gpu and scenario == "generate":
         for i, (value, text) in enumerate(sorted(budget_lines)):
-            ax.axhline(value / GIB, color=("#b22222", "#555555")[i % 2], linestyle="--", linewidth=1.2,
-                       label=f"{text} budget")
+            ax.axhline(
+                value / GIB, color=("#b22222", "#555555")[i % 2], linestyle="--", linewidth=1.2, label=f"{text} budget"
+            )
             top = max(top, value / GIB)
     ax.set_ylim(0, max(top * 1.12, 0.01))
     if not ooms.empty:
         xform = ax.get_xaxis_transform()
         both = pd.concat([data, ooms])
         for line, rows in _lines(ooms, keys):
-            ax.scatter(rows["context_tokens"], [0.97] * len(rows), transform=xform, marker="X", s=70,
-                       color=precision_color(str(line["precision"])), edgecolors="black", linewidths=0.6, zorder=5,
-                       label=f"{_label(line, both)} (OOM)")
+            ax.scatter(
+                rows["context_tokens"],
+                [0.97] * len(rows),
+                transform=xform,
+                marker="X",
+                s=70,
+                color=precision_color(str(line["precision"])),
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=5,
+                label=f"{_label(line, both)} (OOM)",
+            )
     _context_axis(ax, pd.concat([data["context_tokens"], ooms["context_tokens"]]))
     title = "Peak VRAM vs context length" if gpu else "Peak host RSS vs context length (CPU run, not GPU memory)"
     if scenario == "encode":
@@ -303,11 +345,18 @@ def breakdown_rows(frame: pd.DataFrame, scenario: str = "generate") -> pd.DataFr
             "KV cache": _bytes(row.get("kv_cache_bytes")),
         }
         rest = total - sum(segments.values())
-        rows.append({
-            "model": model, "precision": precision, "batch_size": int(batch),
-            "context_tokens": int(row["context_tokens"]), "total_bytes": total, **segments,
-            "rest": max(rest, 0), "rest_clipped_bytes": min(rest, 0),
-        })
+        rows.append(
+            {
+                "model": model,
+                "precision": precision,
+                "batch_size": int(batch),
+                "context_tokens": int(row["context_tokens"]),
+                "total_bytes": total,
+                **segments,
+                "rest": max(rest, 0),
+                "rest_clipped_bytes": min(rest, 0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -316,7 +365,8 @@ def _bytes(value: object) -> int:
 
 
 def memory_breakdown(
-    frame: pd.DataFrame, scenario: str = "generate",
+    frame: pd.DataFrame,
+    scenario: str = "generate",
     budget_lines: Sequence[tuple[int, str]] = DEFAULT_BUDGET_LINES,
 ) -> Figure | None:
     """Stacked bars of what the peak is made of at each line's largest context."""
@@ -340,19 +390,29 @@ def memory_breakdown(
     scale, unit = memory_unit(rows["total_bytes"], gpu)
     for seg in segments:
         heights = [v / scale for v in rows[seg]]
-        name = "rest (activations, allocator slack)" if seg == "rest" and gpu else (
-            "rest of the process (Python, torch, activations)" if seg == "rest" else seg)
+        name = (
+            "rest (activations, allocator slack)"
+            if seg == "rest" and gpu
+            else ("rest of the process (Python, torch, activations)" if seg == "rest" else seg)
+        )
         ax.bar(x, heights, bottom=bottom, color=SEGMENT_COLORS[seg], edgecolor="white", width=0.6, label=name)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     for xi, total in zip(x, rows["total_bytes"], strict=True):
-        ax.annotate(f"{total / scale:,.2f} {unit}" if unit == "GiB" else f"{total / scale:,.0f} {unit}",
-                    (xi, total / scale), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            f"{total / scale:,.2f} {unit}" if unit == "GiB" else f"{total / scale:,.0f} {unit}",
+            (xi, total / scale),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     top = max(bottom) if bottom else 0.0
     if gpu and scenario == "generate":
         for i, (value, text) in enumerate(sorted(budget_lines)):
-            ax.axhline(value / GIB, color=("#b22222", "#555555")[i % 2], linestyle="--", linewidth=1.2,
-                       label=f"{text} budget")
+            ax.axhline(
+                value / GIB, color=("#b22222", "#555555")[i % 2], linestyle="--", linewidth=1.2, label=f"{text} budget"
+            )
             top = max(top, value / GIB)
     ax.set_ylim(0, max(top * 1.15, 0.01))
     ax.set_xticks(x, labels, fontsize=8)

@@ -144,11 +144,26 @@ class Architecture:
 
 
 _ROLE_SUFFIXES = (
-    ("qkv_proj", "qkv"), ("query_key_value", "qkv"), ("c_attn", "qkv"),
-    ("q_proj", "q"), ("self.query", "q"), ("k_proj", "k"), ("self.key", "k"), ("v_proj", "v"), ("self.value", "v"),
-    ("o_proj", "o"), ("attention.output.dense", "o"), ("out_proj", "o"),
-    ("gate_up_proj", "gate_up"), ("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down"),
-    ("intermediate.dense", "fc1"), ("fc1", "fc1"), ("output.dense", "fc2"), ("fc2", "fc2"),
+    ("qkv_proj", "qkv"),
+    ("query_key_value", "qkv"),
+    ("c_attn", "qkv"),
+    ("q_proj", "q"),
+    ("self.query", "q"),
+    ("k_proj", "k"),
+    ("self.key", "k"),
+    ("v_proj", "v"),
+    ("self.value", "v"),
+    ("o_proj", "o"),
+    ("attention.output.dense", "o"),
+    ("out_proj", "o"),
+    ("gate_up_proj", "gate_up"),
+    ("gate_proj", "gate"),
+    ("up_proj", "up"),
+    ("down_proj", "down"),
+    ("intermediate.dense", "fc1"),
+    ("fc1", "fc1"),
+    ("output.dense", "fc2"),
+    ("fc2", "fc2"),
 )
 
 
@@ -210,9 +225,11 @@ def _build_architecture(name: str, family: str, config: Any) -> Architecture:
     try:
         from transformers.integrations.bitsandbytes import should_convert_module
     except ImportError:
+
         def should_convert_module(full_name: str, patterns: list[str] | None = None) -> bool:
-            return not any(full_name == p or full_name.endswith("." + p) or full_name.startswith(p + ".")
-                           for p in patterns or [])
+            return not any(
+                full_name == p or full_name.endswith("." + p) or full_name.startswith(p + ".") for p in patterns or []
+            )
 
     first_name: dict[int, str] = {}
     for pname, p in model.named_parameters(remove_duplicate=False):
@@ -224,8 +241,18 @@ def _build_architecture(name: str, family: str, config: Any) -> Architecture:
             tied = first_name.get(id(module.weight)) != f"{mod_name}.weight"
             quantized = bool(should_convert_module(mod_name, skip)) and not tied
             role = "head" if module is model.get_output_embeddings() else _role(mod_name)
-            linears.append(LinearLayer(mod_name, module.in_features, module.out_features, module.bias is not None,
-                                       quantized, role, _layer_index(mod_name), tied))
+            linears.append(
+                LinearLayer(
+                    mod_name,
+                    module.in_features,
+                    module.out_features,
+                    module.bias is not None,
+                    quantized,
+                    role,
+                    _layer_index(mod_name),
+                    tied,
+                )
+            )
             if not tied:
                 linear_weights.add(f"{mod_name}.weight")
             if module.bias is not None:
@@ -391,8 +418,9 @@ def _max_stage(stages: Iterable[tuple[str, int]]) -> Transient:
     return Transient(int(value), name)
 
 
-def _decoder_prefill(arch: Architecture, b: int, length: int, precision: Precision, traits: DeviceTraits,
-                     act: int, attn: str) -> Transient:
+def _decoder_prefill(
+    arch: Architecture, b: int, length: int, precision: Precision, traits: DeviceTraits, act: int, attn: str
+) -> Transient:
     """Peak short-lived bytes of one prefill forward (the last layer, when the KV cache is complete)."""
     t = b * length
     h, q, kvd, inter = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
@@ -463,13 +491,15 @@ def _decoder_prefill(arch: Architecture, b: int, length: int, precision: Precisi
 
 def _decoder_decode_step(arch: Architecture, b: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
     """Short-lived bytes of one decode step besides the KV cache (linear workspace and logits)."""
-    layers = max((_linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"),
-                 default=0)
+    layers = max(
+        (_linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"), default=0
+    )
     return max(layers + b * 4 * arch.hidden * act, _logits_bytes(arch, b, act))
 
 
-def _encoder_forward(arch: Architecture, b: int, length: int, precision: Precision, traits: DeviceTraits,
-                     act: int, attn: str) -> Transient:
+def _encoder_forward(
+    arch: Architecture, b: int, length: int, precision: Precision, traits: DeviceTraits, act: int, attn: str
+) -> Transient:
     """Peak bytes of one encoder forward pass (BERT-like: post-norm, separate q/k/v, plain MLP)."""
     t = b * length
     h, inter = arch.hidden, arch.intermediate
@@ -683,8 +713,10 @@ def predict_memory(
             "calibrated on a GPU)"
         )
         if device_profile and prec.dtype == "bfloat16" and device_profile.supports_bf16 is False:
-            notes.append(f"{device_profile.name} has no native bf16 (compute capability "
-                         f"{device_profile.compute_capability}); expect it to be slow or unsupported")
+            notes.append(
+                f"{device_profile.name} has no native bf16 (compute capability "
+                f"{device_profile.compute_capability}); expect it to be slow or unsupported"
+            )
         if prec.quantized and device_profile and (device_profile.compute_major or 0) < 7:
             notes.append("bitsandbytes needs compute capability 7.0 or newer for its GPU kernels")
     else:
@@ -734,10 +766,15 @@ def predict_memory(
 
 
 def largest_batch(
-    model: Any, precision: str | Precision, context_tokens: int, new_tokens: int, device_profile: HardwareProfile,
+    model: Any,
+    precision: str | Precision,
+    context_tokens: int,
+    new_tokens: int,
+    device_profile: HardwareProfile,
     limit: int = 4096,
 ) -> int:
     """The largest batch whose predicted peak fits the device (0 when even one sequence does not)."""
+
     def fits(b: int) -> bool:
         pred = predict_memory(model, precision, context_tokens, b, new_tokens, device_profile)
         return pred.total_bytes <= device_profile.memory_bytes
@@ -758,7 +795,11 @@ def largest_batch(
 
 
 def decode_bytes_per_step(
-    model: Any, precision: str | Precision, context_tokens: int, batch_size: int = 1, new_tokens: int = 1,
+    model: Any,
+    precision: str | Precision,
+    context_tokens: int,
+    batch_size: int = 1,
+    new_tokens: int = 1,
     device: str = "cuda",
 ) -> int:
     """Bytes one decode step reads: every weight once (the input embedding only for the batch's rows) plus
@@ -775,8 +816,9 @@ def decode_bytes_per_step(
     return int(weights_read + kv)
 
 
-def _ceiling(model: Any, prec: Precision, context: int, batch: int, new: int, profile: HardwareProfile
-             ) -> tuple[float, int]:
+def _ceiling(
+    model: Any, prec: Precision, context: int, batch: int, new: int, profile: HardwareProfile
+) -> tuple[float, int]:
     per_step = decode_bytes_per_step(model, prec, context, batch, max(new, 2), profile.kind)
     return batch * profile.bandwidth_bytes_per_s / per_step, per_step
 
@@ -794,14 +836,28 @@ def measured_efficiencies(records: Iterable[Any], profiles: Sequence[HardwarePro
         if (prof.kind == "cuda") != str(r.device).startswith("cuda"):
             continue
         try:
-            ceiling, _ = _ceiling(r.spec.model, get_precision(r.spec.precision), r.spec.context_tokens,
-                                  r.spec.batch_size, r.spec.new_tokens, prof)
+            ceiling, _ = _ceiling(
+                r.spec.model,
+                get_precision(r.spec.precision),
+                r.spec.context_tokens,
+                r.spec.batch_size,
+                r.spec.new_tokens,
+                prof,
+            )
         except BadInputError:
             continue
-        rows.append({"device": prof.name, "model": r.spec.model, "precision": r.spec.precision,
-                     "context_tokens": r.spec.context_tokens, "batch_size": r.spec.batch_size,
-                     "new_tokens": r.spec.new_tokens, "decode_tokens_per_s": float(tps),
-                     "efficiency": float(tps) / ceiling})
+        rows.append(
+            {
+                "device": prof.name,
+                "model": r.spec.model,
+                "precision": r.spec.precision,
+                "context_tokens": r.spec.context_tokens,
+                "batch_size": r.spec.batch_size,
+                "new_tokens": r.spec.new_tokens,
+                "decode_tokens_per_s": float(tps),
+                "efficiency": float(tps) / ceiling,
+            }
+        )
     return rows
 
 
@@ -839,8 +895,11 @@ def predict_decode(
     if here:
         efficiency = statistics.median(e["efficiency"] for e in here)
         basis = f"median of {len(here)} measured run(s) of {arch.name} {prec.name} on {device_profile.name}"
-        exact = [e["decode_tokens_per_s"] for e in here if e["context_tokens"] == context_tokens
-                 and e["batch_size"] == batch_size]
+        exact = [
+            e["decode_tokens_per_s"]
+            for e in here
+            if e["context_tokens"] == context_tokens and e["batch_size"] == batch_size
+        ]
         measured = statistics.median(exact) if exact else None
     elif same:
         efficiency = statistics.median(e["efficiency"] for e in same)
@@ -848,10 +907,40 @@ def predict_decode(
         basis = f"median of {len(same)} measured run(s) of {arch.name} {prec.name} on {', '.join(devices)}"
     predicted = ceiling * efficiency if efficiency is not None else ceiling
     return SpeedPrediction(
-        model=arch.name, precision=prec.name, device=device_profile.name, context_tokens=context_tokens,
-        batch_size=batch_size, new_tokens=new_tokens, bytes_per_step=per_step,
-        bandwidth_bytes_per_s=device_profile.bandwidth_bytes_per_s, bandwidth_basis=device_profile.bandwidth_basis,
-        ceiling_tokens_per_s=ceiling, efficiency=efficiency, efficiency_basis=basis,
-        predicted_tokens_per_s=predicted, label="predicted" if efficiency is not None else "ceiling",
+        model=arch.name,
+        precision=prec.name,
+        device=device_profile.name,
+        context_tokens=context_tokens,
+        batch_size=batch_size,
+        new_tokens=new_tokens,
+        bytes_per_step=per_step,
+        bandwidth_bytes_per_s=device_profile.bandwidth_bytes_per_s,
+        bandwidth_basis=device_profile.bandwidth_basis,
+        ceiling_tokens_per_s=ceiling,
+        efficiency=efficiency,
+        efficiency_basis=basis,
+        predicted_tokens_per_s=predicted,
+        label="predicted" if efficiency is not None else "ceiling",
         measured_tokens_per_s=measured,
     )
+
+
+def claims_predictor(gpu: HardwareProfile | None = None) -> Any:
+    """A ``predict(spec) -> bytes | None`` for the claims verdicts: the predicted peak of a case spec on
+    ``gpu`` (None: a generic CUDA GPU), or None when the spec cannot be predicted."""
+
+    def predict(spec: Any) -> int | None:
+        try:
+            return predict_memory(
+                spec.model,
+                spec.precision,
+                spec.context_tokens,
+                spec.batch_size,
+                spec.new_tokens,
+                gpu,
+                attn_implementation=spec.attn_implementation,
+            ).total_bytes
+        except BadInputError:
+            return None
+
+    return predict

@@ -101,8 +101,9 @@ def _nvml_process_bytes(nvml: Any, handle: Any, pid: int) -> tuple[int | None, i
     return mine, (int(mem.used) if mem is not None else None)
 
 
-def context_bytes(before: tuple[int | None, int | None], after: tuple[int | None, int | None],
-                  allocator_reserved: int) -> int | None:
+def context_bytes(
+    before: tuple[int | None, int | None], after: tuple[int | None, int | None], allocator_reserved: int
+) -> int | None:
     """Device memory the CUDA context takes: the process's NVML growth (or the device's) minus torch's reservations."""
     mine_after, used_after = after
     if mine_after is not None:
@@ -224,7 +225,7 @@ def measure_cpu(*, torch_module: Any = None, quick: bool = False, timer: Timer =
         host=socket.gethostname(),
         measured_utc=utc_now(),
         source=f"bench profile: {nbytes / MiB:.0f} MiB host tensor copy, {n}^3 float32 matmul, "
-               f"{torch.get_num_threads()} threads",
+        f"{torch.get_num_threads()} threads",
     )
 
 
@@ -235,8 +236,9 @@ def host_memory_bytes() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def profile_device(device: str | None = None, *, quick: bool = False,
-                   profiles: list[HardwareProfile] | None = None) -> HardwareProfile:
+def profile_device(
+    device: str | None = None, *, quick: bool = False, profiles: list[HardwareProfile] | None = None
+) -> HardwareProfile:
     """Measure ``device`` (default: the first CUDA GPU, else the CPU) and return its profile.
 
     A GPU that matches a known profile keeps that profile's datasheet figures and sources and gains the
@@ -250,10 +252,14 @@ def profile_device(device: str | None = None, *, quick: bool = False,
         measured = measure_cpu(quick=quick)
         name = f"{measured.device_name} ({measured.host})"
         return HardwareProfile(
-            name=name, kind="cpu", memory_bytes=host_memory_bytes(),
+            name=name,
+            kind="cpu",
+            memory_bytes=host_memory_bytes(),
             memory_bandwidth_bytes_per_s=float(measured.memory_bandwidth_bytes_per_s or 0),
-            sources={"memory_bytes": "measured: host RAM (psutil)",
-                     "memory_bandwidth_bytes_per_s": "measured: host tensor copy (bench profile)"},
+            sources={
+                "memory_bytes": "measured: host RAM (psutil)",
+                "memory_bandwidth_bytes_per_s": "measured: host tensor copy (bench profile)",
+            },
             measured=measured,
         )
     measured = measure_cuda(device, quick=quick)
@@ -262,11 +268,16 @@ def profile_device(device: str | None = None, *, quick: bool = False,
     if known is not None:
         return known.with_measured(measured)
     return HardwareProfile(
-        name=measured.device_name or device, kind="cuda", memory_bytes=int(measured.device_total_bytes or 0),
+        name=measured.device_name or device,
+        kind="cuda",
+        memory_bytes=int(measured.device_total_bytes or 0),
         memory_bandwidth_bytes_per_s=float(measured.memory_bandwidth_bytes_per_s or 0),
-        aliases=(), measured=measured,
-        sources={"memory_bytes": "measured: total memory the driver reports (no datasheet profile yet)",
-                 "memory_bandwidth_bytes_per_s": "measured: device-to-device copy (no datasheet profile yet)"},
+        aliases=(),
+        measured=measured,
+        sources={
+            "memory_bytes": "measured: total memory the driver reports (no datasheet profile yet)",
+            "memory_bandwidth_bytes_per_s": "measured: device-to-device copy (no datasheet profile yet)",
+        },
     )
 
 
@@ -334,6 +345,7 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
     precision = get_precision(spec["precision"])
     if precision.quantized:
         import bitsandbytes  # noqa: F401 - imported before the baseline, as a worker would have it
+
         random_checkpoint(source)
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
@@ -377,37 +389,75 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
     peak = host_peak_rss_bytes() or 0
     seconds = time.perf_counter() - start
     return {
-        "model": spec["model"], "precision": spec["precision"], "context_tokens": spec["context_tokens"],
-        "batch_size": spec["batch_size"], "new_tokens": spec["new_tokens"], "baseline_rss_bytes": baseline,
-        "peak_rss_bytes": peak, "loaded_rss_bytes": loaded_rss, "weights_bytes": weights_bytes(loaded.model),
-        "kv_cache_bytes": kv, "seconds": seconds,
+        "model": spec["model"],
+        "precision": spec["precision"],
+        "context_tokens": spec["context_tokens"],
+        "batch_size": spec["batch_size"],
+        "new_tokens": spec["new_tokens"],
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak,
+        "loaded_rss_bytes": loaded_rss,
+        "weights_bytes": weights_bytes(loaded.model),
+        "kv_cache_bytes": kv,
+        "seconds": seconds,
     }
 
 
-def measure_host_case(
-    model: str, precision: str, context_tokens: int, batch_size: int = 1, new_tokens: int = 0, *,
-    threads: int | None = None, timeout_s: float = 900.0,
-) -> HostCaseMeasurement:
-    """Run one case in a fresh process (the harness's loader and scenarios) and measure its host memory."""
-    spec = {"model": model, "precision": precision, "context_tokens": context_tokens, "batch_size": batch_size,
-            "new_tokens": new_tokens, "threads": threads}
+def measure_host_cases(
+    cases: list[tuple[str, str, int, int, int]],
+    *,
+    threads: int | None = None,
+    timeout_s: float = 1800.0,
+) -> list[HostCaseMeasurement]:
+    """Measure several ``(model, precision, context, batch, new_tokens)`` cases one after another in one fresh
+    process (each with its own warm-up and baseline); see :func:`measure_host_case`."""
+    specs = [
+        {"model": m, "precision": p, "context_tokens": c, "batch_size": b, "new_tokens": n, "threads": threads}
+        for m, p, c, b, n in cases
+    ]
     env = dict(os.environ, **HOST_MALLOC_ENV)
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.profiler", "--host-case", json.dumps(spec)],
-        capture_output=True, text=True, env=env, timeout=timeout_s, check=False,
+        [sys.executable, "-m", "bench.profiler", "--host-cases", json.dumps(specs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    if proc.returncode != 0 or len(lines) != len(specs):
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"host measurement of {model} {precision} failed: {' | '.join(tail)}")
-    return HostCaseMeasurement(**json.loads(lines[-1]))
+        raise RuntimeError(f"host measurement failed: {' | '.join(tail)}")
+    return [HostCaseMeasurement(**json.loads(line)) for line in lines]
 
 
-if __name__ == "__main__":  # the child process of measure_host_case
-    if len(sys.argv) == 3 and sys.argv[1] == "--host-case":
-        print(json.dumps(_run_host_case(json.loads(sys.argv[2]))), flush=True)
+def measure_host_case(
+    model: str,
+    precision: str,
+    context_tokens: int,
+    batch_size: int = 1,
+    new_tokens: int = 0,
+    *,
+    threads: int | None = None,
+    timeout_s: float = 900.0,
+) -> HostCaseMeasurement:
+    """Run one case in a fresh process (the harness's loader and scenarios) and measure its host memory.
+
+    glibc is told to return freed blocks to the system at once (``HOST_MALLOC_ENV``), so the resident
+    set follows live tensor memory; the baseline is taken after one warm-up load and run of the same case.
+    """
+    (m,) = measure_host_cases(
+        [(model, precision, context_tokens, batch_size, new_tokens)], threads=threads, timeout_s=timeout_s
+    )
+    return m
+
+
+if __name__ == "__main__":  # the child process of measure_host_cases
+    if len(sys.argv) == 3 and sys.argv[1] == "--host-cases":
+        for item in json.loads(sys.argv[2]):
+            print(json.dumps(_run_host_case(item)), flush=True)
     else:
-        print("usage: python -m bench.profiler --host-case JSON", file=sys.stderr)
+        print("usage: python -m bench.profiler --host-cases JSON", file=sys.stderr)
         sys.exit(2)

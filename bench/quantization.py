@@ -47,6 +47,11 @@ def weights_bytes(model: Any) -> int:
             add(t)
     for b in model.buffers():
         add(b)
+    for module in model.modules():
+        # bitsandbytes LLM.int8 moves the per-row scales from weight.SCB to module.state.SCB on first use
+        scb = getattr(getattr(module, "state", None), "SCB", None)
+        if scb is not None and hasattr(scb, "element_size"):
+            add(scb)
     return total
 
 

@@ -53,6 +53,7 @@ class Memory:
     baseline_bytes: int | None = None
     kv_cache_bytes: int | None = None
     host_peak_rss_bytes: int | None = None
+    host_baseline_rss_bytes: int | None = None
     device_total_bytes: int | None = None
     memory_cap_bytes: int | None = None
     nvml_method: str | None = None

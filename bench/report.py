@@ -40,6 +40,7 @@ from bench.claims import (
 from bench.errors import BadInputError
 from bench.frame import records_to_frame
 from bench.record import Record
+from bench.report_advice import advice_blocks
 from bench.report_energy import telemetry_blocks
 from bench.reportdoc import Block, Bullets, Details, Heading, Image, Para, Table, render_html, render_markdown
 from bench.results import ENVIRONMENT_FILE, RESULTS_FILE, latest_by_key, load_records
@@ -137,14 +138,17 @@ def load_run(run_dir: str | Path) -> RunData:
         raise BadInputError(f"run folder {run_dir} does not exist; pass the --out folder of a 'bench run'")
     results = run_dir / RESULTS_FILE
     if not results.is_file():
-        raise BadInputError(f"{run_dir} has no {RESULTS_FILE}: it is not a run folder "
-                            f"(run 'bench run --out {run_dir}' first)")
+        raise BadInputError(
+            f"{run_dir} has no {RESULTS_FILE}: it is not a run folder (run 'bench run --out {run_dir}' first)"
+        )
     records = load_records(run_dir)
     if not records:
         lines = [ln for ln in results.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
         if lines:
-            raise BadInputError(f"{results} holds {len(lines)} line(s) but no valid record; it is corrupt: "
-                                "rerun the suite into a fresh folder")
+            raise BadInputError(
+                f"{results} holds {len(lines)} line(s) but no valid record; it is corrupt: "
+                "rerun the suite into a fresh folder"
+            )
         raise BadInputError(f"{results} is empty: no case finished; rerun 'bench run --out {run_dir}'")
     gaps: list[str] = []
     boundary = _read_optional_records(run_dir / BOUNDARY_DIR, gaps)
@@ -250,8 +254,20 @@ def _verdict_kind(symbol: str) -> str:
 def _context_rows(verdict: ClaimVerdict) -> Table:
     host = any(v.host_peak_rss_bytes is not None and not v.measured for v in verdict.contexts)
     peak = "Peak or prediction" if any(v.evidence == PREDICTED for v in verdict.contexts) else "Peak"
-    headers = ["Model", "Precision", "Batch", "Context", "New", f"{peak} (MiB)", f"{peak} (GB)",
-               "Budget (MiB)", "Margin (MiB)", "Margin (GB)", "Verdict", "Evidence"]
+    headers = [
+        "Model",
+        "Precision",
+        "Batch",
+        "Context",
+        "New",
+        f"{peak} (MiB)",
+        f"{peak} (GB)",
+        "Budget (MiB)",
+        "Margin (MiB)",
+        "Margin (GB)",
+        "Verdict",
+        "Evidence",
+    ]
     align = "llrrrrrrrrll"
     if host:
         headers.insert(7, "Host peak RSS (MiB)")
@@ -260,9 +276,20 @@ def _context_rows(verdict: ClaimVerdict) -> Table:
     for v in verdict.contexts:
         peak = v.peak_bytes
         peak_mib = fmt_mib(peak) if peak is not None else ("OOM" if v.oom else "—")
-        row = [v.model, v.precision, str(v.batch_size), str(v.context_tokens), str(v.new_tokens), peak_mib,
-               fmt_gb(peak), fmt_mib(v.budget_bytes), fmt_mib(v.margin_bytes, True), fmt_gb(v.margin_bytes, True),
-               f"{v.symbol} {v.text}", EVIDENCE_SHORT[v.evidence]]
+        row = [
+            v.model,
+            v.precision,
+            str(v.batch_size),
+            str(v.context_tokens),
+            str(v.new_tokens),
+            peak_mib,
+            fmt_gb(peak),
+            fmt_mib(v.budget_bytes),
+            fmt_mib(v.margin_bytes, True),
+            fmt_gb(v.margin_bytes, True),
+            f"{v.symbol} {v.text}",
+            EVIDENCE_SHORT[v.evidence],
+        ]
         if host:
             row.insert(7, fmt_mib(v.host_peak_rss_bytes) if not v.measured else "—")
         rows.append(tuple(row))
@@ -278,12 +305,22 @@ def _series_table(verdict: ClaimVerdict) -> Table | None:
     for s in lines:
         width = (s.fails_from or 0) - (s.holds_up_to or 0)
         located = "yes" if width <= BOUNDARY_TOLERANCE_TOKENS else "no: run 'bench report DIR --find-boundary'"
-        rows.append((s.model, s.precision, str(s.batch_size), str(s.holds_up_to), str(s.fails_from), str(width),
-                     located))
+        rows.append(
+            (s.model, s.precision, str(s.batch_size), str(s.holds_up_to), str(s.fails_from), str(width), located)
+        )
     return Table(
-        ("Model", "Precision", "Batch", "Holds up to (tokens)", "Fails from (tokens)", "Interval (tokens)",
-         f"Located to within {BOUNDARY_TOLERANCE_TOKENS} tokens"),
-        tuple(rows), "llrrrrl", caption="Where the claim breaks (largest holding and smallest failing context)",
+        (
+            "Model",
+            "Precision",
+            "Batch",
+            "Holds up to (tokens)",
+            "Fails from (tokens)",
+            "Interval (tokens)",
+            f"Located to within {BOUNDARY_TOLERANCE_TOKENS} tokens",
+        ),
+        tuple(rows),
+        "llrrrrl",
+        caption="Where the claim breaks (largest holding and smallest failing context)",
     )
 
 
@@ -316,16 +353,16 @@ def _capped_summary(capped: ClaimVerdict | None) -> str:
     return f"{capped.symbol} {capped.text}"
 
 
-def _claim_blocks(
-    verdict: ClaimVerdict, capped: ClaimVerdict | None, device_label: str
-) -> list[Block]:
+def _claim_blocks(verdict: ClaimVerdict, capped: ClaimVerdict | None, device_label: str) -> list[Block]:
     claim = verdict.claim
     blocks: list[Block] = [Heading(f"{claim.title} — {device_label}", 3)]
     blocks.append(Para(f"{verdict.symbol} {verdict.text}.", _verdict_kind(verdict.symbol)))
-    facts = [f"Budget: {budget_words(claim)}" + (f" (stated as \"{claim.stated_as}\")" if claim.stated_as else ""),
-             f"Covers: {claim.describe_cases()}; judged on the NVML process peak (CUDA context + allocator "
-             "reservations); an out-of-memory case does not fit",
-             f"Evidence: {_evidence_words(verdict)}"]
+    facts = [
+        f"Budget: {budget_words(claim)}" + (f' (stated as "{claim.stated_as}")' if claim.stated_as else ""),
+        f"Covers: {claim.describe_cases()}; judged on the NVML process peak (CUDA context + allocator "
+        "reservations); an out-of-memory case does not fit",
+        f"Evidence: {_evidence_words(verdict)}",
+    ]
     if claim.source:
         facts.append(f"Source: {claim.source}")
     if claim.note:
@@ -334,8 +371,9 @@ def _claim_blocks(
     if verdict.contexts:
         table = _context_rows(verdict)
         if len(verdict.contexts) > MAX_INLINE_ROWS:
-            counts = Counter("fit" if v.fits else "not judged" if v.fits is None else "do not fit"
-                             for v in verdict.contexts)
+            counts = Counter(
+                "fit" if v.fits else "not judged" if v.fits is None else "do not fit" for v in verdict.contexts
+            )
             tally = ", ".join(f"{counts[k]} {k}" for k in ("fit", "do not fit", "not judged") if counts[k])
             blocks.append(Details(f"{len(verdict.contexts)} cases ({tally}): show the table", (table,)))
         else:
@@ -347,10 +385,13 @@ def _claim_blocks(
         caps = sorted({v.memory_cap_bytes for v in capped.contexts if v.memory_cap_bytes})
         cap_text = ", ".join(f"{fmt_mib(c)} MiB" for c in caps) or "unknown"
         blocks.append(Heading("Second check: the same cases under a per-process memory cap", 4))
-        blocks.append(Para(
-            f"{capped.symbol} {capped.text}. Simulated card of {cap_text} on {capped.device_name or device_label}: "
-            f"the allocator was capped at that minus the CUDA context each worker measured.",
-            _verdict_kind(capped.symbol)))
+        blocks.append(
+            Para(
+                f"{capped.symbol} {capped.text}. Simulated card of {cap_text} on {capped.device_name or device_label}: "
+                f"the allocator was capped at that minus the CUDA context each worker measured.",
+                _verdict_kind(capped.symbol),
+            )
+        )
         if capped.contexts:
             blocks.append(_context_rows(capped))
     if verdict.gaps:
@@ -367,7 +408,9 @@ class ClaimResults:
 
 
 def judge_groups(
-    claims: Sequence[Claim], groups: Sequence[DeviceGroup], capped: dict[str, list[Record]],
+    claims: Sequence[Claim],
+    groups: Sequence[DeviceGroup],
+    capped: dict[str, list[Record]],
     predict: Predictor | None = None,
 ) -> ClaimResults:
     """Judge each claim on each device group; a claim with evidence nowhere is shown once, with its gaps."""
@@ -393,16 +436,34 @@ def _claims_section(results: ClaimResults) -> list[Block]:
     blocks: list[Block] = [Heading("Claims", 2)]
     rows, kinds = [], []
     for g, v, c in results.verdicts:
-        rows.append((v.claim.title, v.claim.budget_text, g.label if g else "—", f"{v.symbol} {v.text}",
-                     _largest_holding(v), _evidence_short(v), _capped_summary(c)))
+        rows.append(
+            (
+                v.claim.title,
+                v.claim.budget_text,
+                g.label if g else "—",
+                f"{v.symbol} {v.text}",
+                _largest_holding(v),
+                _evidence_short(v),
+                _capped_summary(c),
+            )
+        )
         kinds.append(_verdict_kind(v.symbol))
-    blocks.append(Table(
-        ("Claim", "Budget", "Device", "Verdict", "Largest context that holds", "Evidence", "Capped check"),
-        tuple(rows), "lllllll", tuple(kinds)))
-    blocks.append(Para(
-        "✅ / ❌: measured on a GPU (NVML process peak, what nvidia-smi shows). ⚠️: holds only up to a context, or "
-        "not a GPU measurement (host memory or a prediction), or no evidence. Margins: budget minus peak, positive "
-        "is headroom; MiB = 2^20 bytes, GB = 10^9 bytes.", "note"))
+    blocks.append(
+        Table(
+            ("Claim", "Budget", "Device", "Verdict", "Largest context that holds", "Evidence", "Capped check"),
+            tuple(rows),
+            "lllllll",
+            tuple(kinds),
+        )
+    )
+    blocks.append(
+        Para(
+            "✅ / ❌: measured on a GPU (NVML process peak, what nvidia-smi shows). ⚠️: holds only up to a context, or "
+            "not a GPU measurement (host memory or a prediction), or no evidence. Margins: budget minus peak, positive "
+            "is headroom; MiB = 2^20 bytes, GB = 10^9 bytes.",
+            "note",
+        )
+    )
     for g, v, c in results.verdicts:
         blocks += _claim_blocks(v, c, g.label if g else "no device")
     return blocks
@@ -412,10 +473,35 @@ def _claims_section(results: ClaimResults) -> list[Block]:
 # Environment, quality flags, results tables
 
 
-ENV_KEYS = ("run_id", "created_utc", "suite", "host", "cpu", "ram_bytes", "python", "torch", "transformers",
-            "bitsandbytes", "cuda", "driver", "git_commit", "gpus", "argv")
-ENV_LABELS = {"run_id": "Run id", "created_utc": "Started (UTC)", "ram_bytes": "Host RAM", "git_commit": "Git commit",
-              "gpus": "GPUs", "argv": "Command", "cpu": "CPU", "cuda": "CUDA", "os": "OS", "cpu_count": "CPU cores"}
+ENV_KEYS = (
+    "run_id",
+    "created_utc",
+    "suite",
+    "host",
+    "cpu",
+    "ram_bytes",
+    "python",
+    "torch",
+    "transformers",
+    "bitsandbytes",
+    "cuda",
+    "driver",
+    "git_commit",
+    "gpus",
+    "argv",
+)
+ENV_LABELS = {
+    "run_id": "Run id",
+    "created_utc": "Started (UTC)",
+    "ram_bytes": "Host RAM",
+    "git_commit": "Git commit",
+    "gpus": "GPUs",
+    "argv": "Command",
+    "cpu": "CPU",
+    "cuda": "CUDA",
+    "os": "OS",
+    "cpu_count": "CPU cores",
+}
 
 
 def _env_value(key: str, value: Any) -> str:
@@ -450,8 +536,9 @@ def _environment_section(data: RunData, groups: Sequence[DeviceGroup]) -> list[B
         keys = [k for k in ENV_KEYS if any(k in e for e in data.envelopes)]
         keys += sorted({k for e in data.envelopes for k in e} - set(ENV_KEYS))
         many = len(data.envelopes) > 1
-        headers = ("Item",) + tuple(f"Run {e.get('run_id', i + 1)}" if many else "Value"
-                                    for i, e in enumerate(data.envelopes))
+        headers = ("Item",) + tuple(
+            f"Run {e.get('run_id', i + 1)}" if many else "Value" for i, e in enumerate(data.envelopes)
+        )
         rows = tuple((ENV_LABELS.get(k, k), *(_env_value(k, e.get(k)) for e in data.envelopes)) for k in keys)
         blocks.append(Table(headers, rows))
     else:
@@ -459,10 +546,23 @@ def _environment_section(data: RunData, groups: Sequence[DeviceGroup]) -> list[B
     rows = []
     for g in groups:
         statuses = Counter(r.status for r in g.records)
-        rows.append((g.label, g.host or "—", "GPU" if g.gpu else "CPU (host memory only)", str(len(g.records)),
-                     ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))))
-    blocks.append(Table(("Device", "Host", "Kind", "Cases", "Status"), tuple(rows), "lllrl",
-                        caption="Devices in this report (each device's records are reported separately)"))
+        rows.append(
+            (
+                g.label,
+                g.host or "—",
+                "GPU" if g.gpu else "CPU (host memory only)",
+                str(len(g.records)),
+                ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+            )
+        )
+    blocks.append(
+        Table(
+            ("Device", "Host", "Kind", "Cases", "Status"),
+            tuple(rows),
+            "lllrl",
+            caption="Devices in this report (each device's records are reported separately)",
+        )
+    )
     return blocks
 
 
@@ -475,22 +575,45 @@ def _quality_section(groups: Sequence[DeviceGroup]) -> list[Block]:
         for flag in list(ALWAYS_SHOWN_FLAGS) + sorted(set(counts) - set(ALWAYS_SHOWN_FLAGS)):
             n = counts.get(flag, 0)
             symbol = "⚠️" if n else "✅"
-            rows.append((g.label, flag.replace("_", " "), f"{symbol} {n} of {len(g.records)}",
-                         FLAG_MEANINGS.get(flag, "")))
+            rows.append(
+                (g.label, flag.replace("_", " "), f"{symbol} {n} of {len(g.records)}", FLAG_MEANINGS.get(flag, ""))
+            )
         for r in g.records:
             bad = [f for f in r.flags if f in ("noisy", "throttled")]
             if bad:
-                flagged.append((g.label, r.spec.model, r.spec.precision, r.spec.scenario, str(r.spec.batch_size),
-                                str(r.spec.context_tokens), ", ".join(bad)))
+                flagged.append(
+                    (
+                        g.label,
+                        r.spec.model,
+                        r.spec.precision,
+                        r.spec.scenario,
+                        str(r.spec.batch_size),
+                        str(r.spec.context_tokens),
+                        ", ".join(bad),
+                    )
+                )
     blocks.append(Table(("Device", "Flag", "Cases", "Meaning"), tuple(rows), "llrl"))
     if any(r.spec.weights == "random" or "random_weights" in r.flags for g in groups for r in g.records):
-        blocks.append(Para(
-            "Random weights: these cases ran weights built from the model's config, not a trained checkpoint. "
-            "Speed and memory are those of the real model; bitsandbytes int8 speed may differ (fewer outliers).",
-            "warn"))
+        blocks.append(
+            Para(
+                "Random weights: these cases ran weights built from the model's config, not a trained checkpoint. "
+                "Speed and memory are those of the real model; bitsandbytes int8 speed may differ (fewer outliers).",
+                "warn",
+            )
+        )
     if flagged:
-        blocks.append(Details(f"{len(flagged)} case(s) flagged noisy or throttled", (Table(
-            ("Device", "Model", "Precision", "Scenario", "Batch", "Context", "Flags"), tuple(flagged), "llllrrl"),)))
+        blocks.append(
+            Details(
+                f"{len(flagged)} case(s) flagged noisy or throttled",
+                (
+                    Table(
+                        ("Device", "Model", "Precision", "Scenario", "Batch", "Context", "Flags"),
+                        tuple(flagged),
+                        "llllrrl",
+                    ),
+                ),
+            )
+        )
     return blocks
 
 
@@ -519,32 +642,89 @@ def _results_tables(frame: pd.DataFrame, gpu: bool) -> list[Block]:
     if not gen.empty:
         rows, kinds = [], []
         for _, r in gen.iterrows():
-            rows.append((r["model"], r["precision"], str(r["batch_size"]), str(r["context_tokens"]),
-                         str(r["new_tokens"]), r["status"], fmt_ms(r.get("ttft_s")),
-                         fmt_num(r.get("decode_tokens_per_s")), fmt_ms(r.get("tpot_s")), fmt_ms(r.get("itl_p99_s")),
-                         _gib_cell(r.get(column)), _gib_cell(r.get("weights_bytes")), fmt_mib(r.get("kv_cache_bytes")),
-                         _table_flags(r.get("flags"))))
+            rows.append(
+                (
+                    r["model"],
+                    r["precision"],
+                    str(r["batch_size"]),
+                    str(r["context_tokens"]),
+                    str(r["new_tokens"]),
+                    r["status"],
+                    fmt_ms(r.get("ttft_s")),
+                    fmt_num(r.get("decode_tokens_per_s")),
+                    fmt_ms(r.get("tpot_s")),
+                    fmt_ms(r.get("itl_p99_s")),
+                    _gib_cell(r.get(column)),
+                    _gib_cell(r.get("weights_bytes")),
+                    fmt_mib(r.get("kv_cache_bytes")),
+                    _table_flags(r.get("flags")),
+                )
+            )
             kinds.append("" if r["status"] == "ok" else "bad")
         table = Table(
-            ("Model", "Precision", "Batch", "Context", "New", "Status", "TTFT (ms)", "Decode (tokens/s)",
-             "TPOT (ms)", "ITL p99 (ms)", _mem_header(gpu), "Weights (GiB)", "KV cache (MiB)", "Flags"),
-            tuple(rows), "llrrrlrrrrrrrl", tuple(kinds),
-            caption=f"Decoder cases (generate){random}: medians over repetitions")
+            (
+                "Model",
+                "Precision",
+                "Batch",
+                "Context",
+                "New",
+                "Status",
+                "TTFT (ms)",
+                "Decode (tokens/s)",
+                "TPOT (ms)",
+                "ITL p99 (ms)",
+                _mem_header(gpu),
+                "Weights (GiB)",
+                "KV cache (MiB)",
+                "Flags",
+            ),
+            tuple(rows),
+            "llrrrlrrrrrrrl",
+            tuple(kinds),
+            caption=f"Decoder cases (generate){random}: medians over repetitions",
+        )
         blocks.append(Details(f"Decoder cases: {len(rows)} (table)", (table,)))
     enc = frame[frame["scenario"] == "encode"].sort_values(order)
     if not enc.empty:
         rows, kinds = [], []
         for _, r in enc.iterrows():
-            rows.append((r["model"], r["precision"], str(r["batch_size"]), str(r["context_tokens"]), r["status"],
-                         fmt_ms(r.get("latency_s")), fmt_ms(r.get("latency_p90_s")), fmt_num(r.get("sequences_per_s")),
-                         fmt_num(r.get("tokens_per_s"), 0), _gib_cell(r.get(column)),
-                         _gib_cell(r.get("weights_bytes")), _table_flags(r.get("flags"))))
+            rows.append(
+                (
+                    r["model"],
+                    r["precision"],
+                    str(r["batch_size"]),
+                    str(r["context_tokens"]),
+                    r["status"],
+                    fmt_ms(r.get("latency_s")),
+                    fmt_ms(r.get("latency_p90_s")),
+                    fmt_num(r.get("sequences_per_s")),
+                    fmt_num(r.get("tokens_per_s"), 0),
+                    _gib_cell(r.get(column)),
+                    _gib_cell(r.get("weights_bytes")),
+                    _table_flags(r.get("flags")),
+                )
+            )
             kinds.append("" if r["status"] == "ok" else "bad")
         table = Table(
-            ("Model", "Precision", "Batch", "Sequence length", "Status", "Latency (ms)", "p90 (ms)", "Sequences/s",
-             "Tokens/s", _mem_header(gpu), "Weights (GiB)", "Flags"),
-            tuple(rows), "llrrlrrrrrrl", tuple(kinds),
-            caption=f"Encoder cases (encode){random}: medians over repetitions")
+            (
+                "Model",
+                "Precision",
+                "Batch",
+                "Sequence length",
+                "Status",
+                "Latency (ms)",
+                "p90 (ms)",
+                "Sequences/s",
+                "Tokens/s",
+                _mem_header(gpu),
+                "Weights (GiB)",
+                "Flags",
+            ),
+            tuple(rows),
+            "llrrlrrrrrrl",
+            tuple(kinds),
+            caption=f"Encoder cases (encode){random}: medians over repetitions",
+        )
         blocks.append(Details(f"Encoder cases: {len(rows)} (table)", (table,)))
     return blocks
 
@@ -568,9 +748,13 @@ def _device_section(
     frame = group.frame()
     blocks: list[Block] = [Heading(f"Results on {group.label}", 2)]
     if not group.gpu:
-        blocks.append(Para(
-            f"Measured on {group.label}, not on a GPU: memory figures are host RSS (the process's peak resident "
-            "memory), not VRAM.", "warn"))
+        blocks.append(
+            Para(
+                f"Measured on {group.label}, not on a GPU: memory figures are host RSS (the process's peak resident "
+                "memory), not VRAM.",
+                "warn",
+            )
+        )
     if make_plots:
         blocks += _plot_files(group, frame, out_dir, prefix)
     blocks += _results_tables(frame, group.gpu)
@@ -585,8 +769,10 @@ def _failure_gaps(groups: Sequence[DeviceGroup]) -> list[str]:
             if r.status in ("error", "timeout", "skipped"):
                 s = r.spec
                 reason = (r.error or "").strip().splitlines()[0] if (r.error or "").strip() else "no message"
-                gaps.append(f"{g.label}: {s.model} {s.precision} {s.scenario} batch {s.batch_size} at "
-                            f"{s.context_tokens} tokens: {r.status} ({reason})")
+                gaps.append(
+                    f"{g.label}: {s.model} {s.precision} {s.scenario} batch {s.batch_size} at "
+                    f"{s.context_tokens} tokens: {r.status} ({reason})"
+                )
     return gaps
 
 
@@ -644,12 +830,22 @@ def build_report(
     suite = env.get("suite") or ", ".join(sorted({r.spec.suite for r in data.records}))
     title = f"Benchmark report: {suite}" if suite else "Benchmark report"
     blocks: list[Block] = [Heading(title, 1)]
-    blocks.append(Para(
-        f"Run folder {out.name}: {len(data.records)} record(s) on {len(groups)} device(s): "
-        + "; ".join(g.label for g in groups) + "." + (f" Run id {env['run_id']}." if env.get("run_id") else "")))
+    blocks.append(
+        Para(
+            f"Run folder {out.name}: {len(data.records)} record(s) on {len(groups)} device(s): "
+            + "; ".join(g.label for g in groups)
+            + "."
+            + (f" Run id {env['run_id']}." if env.get("run_id") else "")
+        )
+    )
     if not any(g.gpu for g in groups):
-        blocks.append(Para("No GPU in this run: every memory verdict says \"not measured on a GPU\"; memory figures "
-                           "are host RSS, and predictions (where shown) are labelled as predictions.", "warn"))
+        blocks.append(
+            Para(
+                'No GPU in this run: every memory verdict says "not measured on a GPU"; memory figures '
+                "are host RSS, and predictions (where shown) are labelled as predictions.",
+                "warn",
+            )
+        )
     if gaps:
         blocks.append(Para(f"Partial report: {len(gaps)} gap(s), listed under Gaps at the end.", "warn"))
     for note in notes:
@@ -658,6 +854,7 @@ def build_report(
     prefix_needed = len(groups) > 1
     for g in groups:
         blocks += _device_section(g, data.run_dir, out, f"{g.slug}--" if prefix_needed else "", make_plots)
+    blocks += advice_blocks(data.records)
     blocks += _environment_section(data, groups)
     blocks += _quality_section(groups)
     blocks.append(Heading("Gaps", 2))
@@ -672,6 +869,11 @@ def build_report(
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
     html_path.write_text(render_html(blocks, title, out), encoding="utf-8")
     _records_csv(data, csv_path)
-    return ReportFiles(md_path, html_path, csv_path, tuple(out / i.filename for i in images), tuple(gaps),
-                       tuple(v for _, v, _ in results.verdicts))
-
+    return ReportFiles(
+        md_path,
+        html_path,
+        csv_path,
+        tuple(out / i.filename for i in images),
+        tuple(gaps),
+        tuple(v for _, v, _ in results.verdicts),
+    )

@@ -171,7 +171,8 @@ def _html_table(table: Table) -> str:
         kind = table.row_kinds[i] if i < len(table.row_kinds) and table.row_kinds[i] else ""
         row_cls = f' class="{kind}"' if kind else ""
         cells = "".join(
-            f"<td{_cell_class(str(v), c)}>{html.escape(str(v))}</td>" for v, c in zip(row, cls, strict=True))
+            f"<td{_cell_class(str(v), c)}>{html.escape(str(v))}</td>" for v, c in zip(row, cls, strict=True)
+        )
         parts.append(f"<tr{row_cls}>{cells}</tr>")
     parts.append("</tbody></table></div>")
     return "".join(parts)
@@ -229,7 +230,7 @@ def render_html(blocks: Sequence[Block], title: str, base: Path) -> str:
     """One self-contained HTML page; images are read from ``base`` and embedded."""
     body = "\n".join(_render_html_blocks(blocks, base))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
     )

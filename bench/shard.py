@@ -31,8 +31,16 @@ from bench.results import append_record, load_records, results_path
 from bench.spec import CaseSpec
 
 # Rough time per parameter-token relative to fp16 on a GPU: LLM.int8 and 4-bit dequantization are slower.
-PRECISION_COST = {"fp32": 2.0, "fp16": 1.0, "bf16": 1.0, "int8": 2.5, "nf4": 1.3, "nf4-dq": 1.4, "fp4": 1.3,
-                  "fp4-dq": 1.4}
+PRECISION_COST = {
+    "fp32": 2.0,
+    "fp16": 1.0,
+    "bf16": 1.0,
+    "int8": 2.5,
+    "nf4": 1.3,
+    "nf4-dq": 1.4,
+    "fp4": 1.3,
+    "fp4-dq": 1.4,
+}
 _FALLBACK_PARAMETERS = 1e9  # a model whose config cannot be read (a checkpoint missing on this machine)
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.loader import LoadedModel, load_model
-from bench.memory import CudaPeaks, host_peak_rss_bytes, kv_cache_bytes, reset_host_peak
+from bench.memory import CudaPeaks, host_peak_rss_bytes, host_rss_bytes, kv_cache_bytes, reset_host_peak
 from bench.metrics import coefficient_of_variation
 from bench.models import DECODER, resolve_source
 from bench.precision import get_precision
@@ -183,6 +183,7 @@ class GroupState:
     group: tuple[str, ...] | None = None
     loaded: LoadedModel | None = None
     baseline_bytes: int | None = None
+    host_baseline_rss_bytes: int | None = None
     load_s: float = 0.0
 
 
@@ -244,10 +245,11 @@ class CaseRunner:
         self.release(device)
         self._prepare_device(device)
         baseline = process_device_bytes(self.sampler(device))[0] if device.startswith("cuda") else None
+        host_baseline = host_rss_bytes()
         start = time.perf_counter()
         source = resolve_source(spec.model, spec.weights)
         loaded = load_model(source, get_precision(spec.precision), device, spec.seed, spec.attn_implementation)
-        self.state = GroupState(group, loaded, baseline, time.perf_counter() - start)
+        self.state = GroupState(group, loaded, baseline, host_baseline, time.perf_counter() - start)
         return loaded
 
     def release(self, device: str | None = None) -> None:
@@ -323,6 +325,7 @@ class CaseRunner:
             baseline_bytes=self.state.baseline_bytes,
             kv_cache_bytes=kv_bytes,
             host_peak_rss_bytes=host_peak,
+            host_baseline_rss_bytes=self.state.host_baseline_rss_bytes,
             device_total_bytes=total_bytes,
             memory_cap_bytes=self.memory_cap_bytes,
         )

@@ -151,6 +151,8 @@ def run_records(results: Path, profiles_dirs: Sequence[str] = ()) -> list[dict[s
 
 def render(rows: Sequence[dict[str, Any]], tolerance: float) -> str:
     """A plain-text table of the rows and the worst case."""
+    import io
+
     from rich.console import Console
     from rich.table import Table
 
@@ -163,7 +165,7 @@ def render(rows: Sequence[dict[str, Any]], tolerance: float) -> str:
         table.add_row(r["case"], r["evidence"], f"{r['measured_bytes'] / 2**20:,.2f}",
                       f"{r['predicted_bytes'] / 2**20:,.2f}", f"{err:+.2%}{mark}",
                       f"{r['peak_phase']}: {r['peak_stage']}")
-    console = Console(record=True, width=160)
+    console = Console(file=io.StringIO(), record=True, width=160)
     console.print(table)
     if rows:
         worst = max(rows, key=lambda r: abs(r["relative_error"]))

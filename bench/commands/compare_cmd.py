@@ -143,7 +143,11 @@ def _baseline_show(args: argparse.Namespace) -> int:
         versions = b.meta.get("versions", {})
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(b.meta.get("statuses", {}).items()))
         table.add_row(
-            b.device_name, str(b.path), str(len(b.records)), statuses, str(b.meta.get("saved_utc", "?")),
+            b.device_name,
+            str(b.path),
+            str(len(b.records)),
+            statuses,
+            str(b.meta.get("saved_utc", "?")),
             *(", ".join(versions.get(k, [])) or "?" for k in ("torch", "transformers", "bitsandbytes")),
             ", ".join(c[:10] for c in versions.get("git_commit", [])) or "?",
         )
@@ -174,7 +178,8 @@ def _merge(args: argparse.Namespace) -> int:
     devices = sorted({r.device_name for r in merged})
     Console().print(
         f"merged {len(merged)} records from {len(args.run_dirs)} folders ({', '.join(devices) or 'no records'}) "
-        f"-> {args.out}", highlight=False,
+        f"-> {args.out}",
+        highlight=False,
     )
     return 0
 
@@ -183,7 +188,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compare``, ``baseline``, ``export`` and ``merge``."""
     speed = ", ".join(m.name for m in SPEED_METRICS)
     p = subparsers.add_parser(
-        "compare", help="compare a run with a baseline: exit 1 on a regression, 2 on unusable input",
+        "compare",
+        help="compare a run with a baseline: exit 1 on a regression, 2 on unusable input",
         description="Compare CURRENT with BASELINE (a run folder) or, without BASELINE, with the stored baseline of "
         "each GPU in CURRENT. Speed regresses when its median worsens beyond the threshold and a one-sided "
         "Mann-Whitney U test puts the raw samples beyond baseline x (1 +/- threshold) with p < alpha; memory when "
@@ -194,15 +200,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("baseline", nargs="?", help="baseline run folder; default: stored baselines in --profiles-dir")
     p.add_argument("--profiles-dir", default=baselines.DEFAULT_PROFILES_DIR, help="where baselines are stored")
     p.add_argument("--threshold", default="5%", help="relative speed change that counts (default 5%%)")
-    p.add_argument("--metric-threshold", action="append", default=[], metavar="METRIC=PCT",
-                   help=f"threshold of one metric, repeatable; metrics: {speed}")
+    p.add_argument(
+        "--metric-threshold",
+        action="append",
+        default=[],
+        metavar="METRIC=PCT",
+        help=f"threshold of one metric, repeatable; metrics: {speed}",
+    )
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the test (default 0.01)")
     p.add_argument("--memory-tolerance", default="1%", help="relative peak-memory growth allowed (default 1%%)")
     p.add_argument("--memory-tolerance-bytes", default="32MiB", help="absolute growth allowed (default 32MiB)")
-    p.add_argument("--require-same-versions", action="store_true",
-                   help="do not compare cases whose torch/transformers/bitsandbytes versions differ")
-    p.add_argument("--bootstrap-resamples", type=int, default=2000, metavar="N",
-                   help="resamples of the interval of the ratio of medians (default 2000; 0: no interval)")
+    p.add_argument(
+        "--require-same-versions",
+        action="store_true",
+        help="do not compare cases whose torch/transformers/bitsandbytes versions differ",
+    )
+    p.add_argument(
+        "--bootstrap-resamples",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="resamples of the interval of the ratio of medians (default 2000; 0: no interval)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     p.add_argument("--markdown", metavar="FILE", help="also write the comparison as Markdown")
     p.add_argument("--step-summary", action="store_true", help="append the Markdown to $GITHUB_STEP_SUMMARY")
@@ -223,13 +242,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = subparsers.add_parser("export", help="write records as pytest-benchmark or github-action-benchmark JSON")
     e.add_argument("run_dir", help="run folder to export")
-    e.add_argument("--format", required=True, choices=FORMATS,
-                   help="pytest-benchmark, github-bigger (customBiggerIsBetter) "
-                   "or github-smaller (customSmallerIsBetter)")
+    e.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="pytest-benchmark, github-bigger (customBiggerIsBetter) or github-smaller (customSmallerIsBetter)",
+    )
     where = e.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", metavar="FILE", help="file to write")
-    where.add_argument("--storage", metavar="DIR",
-                       help="pytest-benchmark storage folder: saves DIR/<gpu>/NNNN_<run id>.json like --benchmark-save")
+    where.add_argument(
+        "--storage",
+        metavar="DIR",
+        help="pytest-benchmark storage folder: saves DIR/<gpu>/NNNN_<run id>.json like --benchmark-save",
+    )
     e.add_argument("--device-name", help="export only this device's records")
     e.set_defaults(func=_export)
 

@@ -20,15 +20,19 @@ from bench.boundary import DEFAULT_TOLERANCE_TOKENS, find_boundaries
 from bench.capcheck import run_capped_check
 from bench.claims import Claim, Predictor, load_claims
 from bench.errors import BadInputError
+from bench.predictor import claims_predictor
 from bench.report import BOUNDARY_DIR, build_report, group_by_device, load_run
 
 
-def write_report(run_dir: str | Path, claims_file: str | Path | None = None, *,
-                 predict: Predictor | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, claims_file: str | Path | None = None, *, predict: Predictor | None = None
+) -> Path:
     """Write report.md, report.html, plots and records.csv into ``run_dir``; returns the report.md path.
 
-    This is what ``bench run`` calls when its cases are done.
+    This is what ``bench run`` calls when its cases are done. Claim contexts without a GPU measurement
+    get labelled predictions (``predict``, default: the predictor for a generic CUDA GPU).
     """
+    predict = predict if predict is not None else claims_predictor()
     return build_report(run_dir, load_claims(claims_file), predict=predict).markdown
 
 
@@ -64,8 +68,12 @@ def _gpu_groups_here(groups: list[Any], what: str, notes: list[str]) -> list[Any
     return usable
 
 
-def find_claim_boundaries(run_dir: Path, claims: list[Claim], run_cases: Callable[..., Any] | None = None,
-                          make_options: Callable[[Path], Any] | None = None) -> list[str]:
+def find_claim_boundaries(
+    run_dir: Path,
+    claims: list[Claim],
+    run_cases: Callable[..., Any] | None = None,
+    make_options: Callable[[Path], Any] | None = None,
+) -> list[str]:
     """Bisect every claim line that breaks between two measured contexts; returns notes for the report."""
     data = load_run(run_dir)
     local = run_cases is None or make_options is None
@@ -88,14 +96,20 @@ def find_claim_boundaries(run_dir: Path, claims: list[Claim], run_cases: Callabl
             for b in find_boundaries(claim, group.records, run_cases, options, DEFAULT_TOLERANCE_TOKENS):
                 where = f"{b.model} {b.precision} batch {b.batch_size} on {group.label}"
                 state = "located" if b.resolved() else "not located"
-                notes.append(f"Boundary of '{claim.id}' for {where}: holds at {b.holds_at}, fails at {b.fails_at} "
-                             f"tokens ({state} to within {DEFAULT_TOLERANCE_TOKENS}; {len(b.steps)} extra case(s))"
-                             + (f"; {b.note}" if b.note else ""))
+                notes.append(
+                    f"Boundary of '{claim.id}' for {where}: holds at {b.holds_at}, fails at {b.fails_at} "
+                    f"tokens ({state} to within {DEFAULT_TOLERANCE_TOKENS}; {len(b.steps)} extra case(s))"
+                    + (f"; {b.note}" if b.note else "")
+                )
     return notes or ["Boundary search: no claim holds at one measured context and fails at a larger one."]
 
 
-def check_claims_under_cap(run_dir: Path, claims: list[Claim], run_cases: Callable[..., Any] | None = None,
-                           make_options: Callable[[Path, int], Any] | None = None) -> list[str]:
+def check_claims_under_cap(
+    run_dir: Path,
+    claims: list[Claim],
+    run_cases: Callable[..., Any] | None = None,
+    make_options: Callable[[Path, int], Any] | None = None,
+) -> list[str]:
     """Rerun each claim's GPU cases under a per-process cap (budget minus CUDA context); returns notes."""
     data = load_run(run_dir)
     local = run_cases is None or make_options is None
@@ -118,8 +132,10 @@ def check_claims_under_cap(run_dir: Path, claims: list[Claim], run_cases: Callab
             if verdict is None:
                 notes.append(f"Memory-cap check of '{claim.id}' on {group.label} not run: {plan.reason}.")
             else:
-                notes.append(f"Memory-cap check of '{claim.id}' on {group.label}: {len(plan.cases)} case(s) under a "
-                             f"cap of {plan.cap_bytes / (1 << 20):,.0f} MiB: {verdict.symbol} {verdict.text}.")
+                notes.append(
+                    f"Memory-cap check of '{claim.id}' on {group.label}: {len(plan.cases)} case(s) under a "
+                    f"cap of {plan.cap_bytes / (1 << 20):,.0f} MiB: {verdict.symbol} {verdict.text}."
+                )
     return notes
 
 
@@ -132,7 +148,7 @@ def _cmd(args: argparse.Namespace) -> int:
         notes += find_claim_boundaries(run_dir, claims)
     if args.memory_cap_check:
         notes += check_claims_under_cap(run_dir, claims)
-    files = build_report(run_dir, claims, notes=notes)
+    files = build_report(run_dir, claims, notes=notes, predict=claims_predictor())
     for note in notes:
         print(note, file=sys.stderr)
     for v in files.verdicts:
@@ -148,18 +164,29 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``bench report``."""
     p = subparsers.add_parser(
-        "report", help="write report.md, report.html, plots and records.csv for a run folder, with claim verdicts",
+        "report",
+        help="write report.md, report.html, plots and records.csv for a run folder, with claim verdicts",
         description="Write the report of a run folder: Markdown (for a CI job summary), a self-contained HTML page, "
         "the plots as PNG and the records as CSV, with a verdict for each memory claim.",
     )
     p.add_argument("run_dir", metavar="DIR", help="a run folder (the --out of 'bench run')")
-    p.add_argument("--claims", metavar="FILE", default=None,
-                   help="a TOML file of [[claim]] tables (default: the claims shipped in bench/claims/default.toml)")
-    p.add_argument("--find-boundary", action="store_true",
-                   help=f"run extra cases to locate where each claim breaks, to within {DEFAULT_TOLERANCE_TOKENS} "
-                   "tokens (needs the run's GPU)")
-    p.add_argument("--memory-cap-check", action="store_true",
-                   help="rerun each claim's cases under a per-process memory cap of the budget minus the CUDA context "
-                   "(needs a GPU larger than the budget)")
+    p.add_argument(
+        "--claims",
+        metavar="FILE",
+        default=None,
+        help="a TOML file of [[claim]] tables (default: the claims shipped in bench/claims/default.toml)",
+    )
+    p.add_argument(
+        "--find-boundary",
+        action="store_true",
+        help=f"run extra cases to locate where each claim breaks, to within {DEFAULT_TOLERANCE_TOKENS} "
+        "tokens (needs the run's GPU)",
+    )
+    p.add_argument(
+        "--memory-cap-check",
+        action="store_true",
+        help="rerun each claim's cases under a per-process memory cap of the budget minus the CUDA context "
+        "(needs a GPU larger than the budget)",
+    )
     p.add_argument("--open", action="store_true", help="open report.html in a browser when done")
     p.set_defaults(func=_cmd)

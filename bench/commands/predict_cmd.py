@@ -1,0 +1,276 @@
+"""``bench predict``, ``bench advise`` and ``bench profile``: will it fit, how fast, on which card.
+
+bench predict --model phi-3-mini --precision nf4 --context 4032 --new-tokens 64 --gpu "RTX 3060"
+bench predict --model phi-3-mini --precision fp16 --context 2048 --json
+bench advise --model phi-3-mini --context 4096 --min-tokens-per-s 20
+bench profile                      # measure this machine's GPU (or CPU) and write its profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BadInputError
+
+DEFAULT_ADVISE_PRECISIONS = ("fp16", "int8", "nf4", "nf4-dq")
+DEFAULT_ADVISE_CONTEXTS = (1024, 2048, 4096)
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def register(sub: Any) -> None:
+    """Add the ``predict``, ``advise`` and ``profile`` subcommands."""
+    p = sub.add_parser("predict", help="predict peak memory and decode tokens/s for a card you may not own")
+    p.add_argument("--model", required=True, help="a registered model (bench list)")
+    p.add_argument("--precision", required=True, help="fp32, fp16, bf16, int8, nf4, nf4-dq, fp4, fp4-dq")
+    p.add_argument("--context", type=int, required=True, help="prompt tokens")
+    p.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
+    p.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default 64; 0 for encoders)")
+    p.add_argument("--gpu", help="a GPU profile name (see 'bench advise'); default: a generic CUDA GPU")
+    p.add_argument(
+        "--profile", type=Path, help="a profile file instead of --gpu (e.g. a CPU written by 'bench profile')"
+    )
+    p.add_argument("--profiles", action="append", default=[], help="an extra folder of profile files")
+    p.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        type=Path,
+        help="a run folder whose measured decode speeds calibrate the efficiency (repeatable)",
+    )
+    p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="attention implementation")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON (byte fields) to FILE or stdout")
+    p.set_defaults(func=predict_command)
+
+    a = sub.add_parser("advise", help="which card fits which model x precision x context, and how fast (predicted)")
+    a.add_argument("--model", action="append", help="model(s) (default phi-3-mini)")
+    a.add_argument("--precision", action="append", help=f"precision(s) (default {' '.join(DEFAULT_ADVISE_PRECISIONS)})")
+    a.add_argument(
+        "--context",
+        action="append",
+        type=int,
+        help="context window(s) to fill: prompt plus new tokens (default 1024 2048 4096)",
+    )
+    a.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
+    a.add_argument("--new-tokens", type=int, default=64, help="generated tokens within the window (default 64)")
+    a.add_argument("--min-tokens-per-s", type=float, help="the decode speed the card must reach")
+    a.add_argument("--gpu", action="append", help="only these cards (default: every profile)")
+    a.add_argument("--profiles", action="append", default=[], help="an extra folder of profile files")
+    a.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        type=Path,
+        help="a run folder with measured speeds and peaks (repeatable)",
+    )
+    a.add_argument("--plot", type=Path, default=Path("reports/advice/advice.png"), help="where to write the plot")
+    a.add_argument("--markdown", type=Path, help="also write the short Markdown summary here")
+    a.add_argument("--json", type=Path, help="also write every fit as JSON here")
+    a.set_defaults(func=advise_command)
+
+    f = sub.add_parser("profile", help="measure this machine (bandwidth, matmul rate, CUDA context) into a profile")
+    f.add_argument("--device", help="cuda, cuda:N or cpu (default: the first GPU, else the CPU)")
+    f.add_argument("--out", type=Path, help="profile file to write (default: the card's file under profiles/)")
+    f.add_argument("--quick", action="store_true", help="smaller buffers and fewer repetitions")
+    f.add_argument("--no-write", action="store_true", help="print the profile without writing it")
+    f.set_defaults(func=profile_command)
+
+
+def _profiles(extra: list[str]) -> list[Any]:
+    from bench.hardware import load_profiles, profile_dirs
+
+    return load_profiles(profile_dirs(extra))
+
+
+def _records(folders: list[Path]) -> list[Any]:
+    from bench.results import load_records
+
+    out: list[Any] = []
+    for folder in folders:
+        out.extend(load_records(folder))
+    return out
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / GiB:,.2f} GiB" if abs(n) >= GiB else f"{n / MiB:,.1f} MiB"
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """Print (or write as JSON) the predicted peak memory breakdown and decode tokens/s."""
+    from bench.hardware import get_profile, load_profile
+    from bench.models import DECODER, get_model
+    from bench.precision import get_precision
+    from bench.predictor import largest_batch, predict_decode, predict_memory
+
+    entry = get_model(args.model)
+    get_precision(args.precision)
+    new_tokens = args.new_tokens if args.new_tokens is not None else (64 if entry.family == DECODER else 0)
+    profiles = _profiles(args.profiles)
+    if args.gpu and args.profile:
+        raise BadInputError("give --gpu NAME or --profile FILE, not both")
+    device = load_profile(args.profile) if args.profile else get_profile(args.gpu, profiles) if args.gpu else None
+    mem = predict_memory(
+        args.model, args.precision, args.context, args.batch, new_tokens, device, attn_implementation=args.attn
+    )
+    if device is not None and device.kind == "cuda" and args.batch > 1 and not mem.fits:
+        limit = largest_batch(args.model, args.precision, args.context, new_tokens, device)
+        what = f"the largest batch that fits is {limit}" if limit else "not even a batch of 1 fits"
+        raise BadInputError(
+            f"batch {args.batch} cannot fit on {device.name} ({_size(device.memory_bytes)}) at context {args.context}: "
+            f"predicted peak {_size(mem.total_bytes)}; {what} (predicted)"
+        )
+    speed = None
+    if entry.family == DECODER and device is not None and new_tokens >= 2:
+        speed = predict_decode(
+            args.model, args.precision, args.context, args.batch, new_tokens, device, _records(args.results), profiles
+        )
+    if args.json:
+        payload = {"label": "predicted", "memory": mem.to_dict(), "decode": speed.to_dict() if speed else None}
+        text = json.dumps(payload, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text, encoding="utf-8")
+            print(f"wrote {args.json}")
+        return 0
+    _print_prediction(mem, speed)
+    return 0
+
+
+def _print_prediction(mem: Any, speed: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = (
+        f"Predicted peak memory: {mem.model} {mem.precision}, context {mem.context_tokens}, "
+        f"{mem.new_tokens} new, batch {mem.batch_size} on {mem.device}"
+    )
+    t = Table(title=title, caption="predicted from the architecture, not measured")
+    t.add_column("part")
+    t.add_column("bytes", justify="right")
+    t.add_column("size", justify="right")
+    t.add_column("basis")
+    context_name = "CUDA context + libraries" if mem.device_kind == "cuda" else "per-case host bytes"
+    rows = [
+        (context_name, mem.context_bytes, mem.calibration.get("context_bytes", "")),
+        (
+            "weights",
+            mem.weights_bytes,
+            f"quantized {_size(mem.weights_quantized_bytes)} + kept {_size(mem.weights_unquantized_bytes)} "
+            f"+ quantization state {_size(mem.quant_state_bytes)}",
+        ),
+        (
+            "KV cache",
+            mem.kv_cache_bytes,
+            f"at the peak ({mem.peak_phase}); {_size(mem.kv_cache_final_bytes)} at the end",
+        ),
+        ("activations + workspace", mem.activation_bytes, f"at {mem.peak_stage}"),
+        ("allocator slack", mem.slack_bytes, mem.calibration.get("slack_bytes", "")),
+    ]
+    for name, value, basis in rows:
+        t.add_row(name, f"{value:,}", _size(value), basis)
+    t.add_row(
+        "[bold]total (predicted peak)[/bold]",
+        f"[bold]{mem.total_bytes:,}[/bold]",
+        f"[bold]{_size(mem.total_bytes)}[/bold]",
+        "",
+    )
+    console.print(t)
+    if mem.device_memory_bytes is not None:
+        word = "fits" if mem.fits else "does NOT fit"
+        console.print(
+            f"Predicted: {word} in {mem.device}'s {_size(mem.device_memory_bytes)} (margin {_size(mem.margin_bytes)})."
+        )
+    for note in mem.notes:
+        console.print(f"note: {note}")
+    if speed is not None:
+        line = (
+            f"Decode: {speed.predicted_tokens_per_s:,.1f} tokens/s ({speed.label}); ceiling "
+            f"{speed.ceiling_tokens_per_s:,.1f} = batch x {speed.bandwidth_bytes_per_s / 1e9:,.0f} GB/s "
+            f"({speed.bandwidth_basis}) / {_size(speed.bytes_per_step)} read per step"
+        )
+        console.print(line)
+        if speed.efficiency is not None:
+            console.print(f"efficiency {speed.efficiency:.0%}: {speed.efficiency_basis}")
+        else:
+            console.print(
+                "no measured efficiency for this model and precision: the figure is an upper bound "
+                "(pass --results with a GPU run folder to calibrate it)"
+            )
+        if speed.measured_tokens_per_s is not None:
+            console.print(f"measured on this card: {speed.measured_tokens_per_s:,.1f} tokens/s")
+
+
+def advise_command(args: argparse.Namespace) -> int:
+    """Print the fit table and the smallest card per requirement; write the plot (and Markdown/JSON)."""
+    from rich.console import Console
+
+    from bench.advisor import Requirement, advise, advisor_summary_markdown, cheapest, plot_advice, render_table
+    from bench.hardware import GiB as GIB
+    from bench.hardware import get_profile
+
+    profiles = _profiles(args.profiles)
+    pool = [get_profile(name, profiles) for name in args.gpu] if args.gpu else profiles
+    models = args.model or ["phi-3-mini"]
+    precisions = args.precision or list(DEFAULT_ADVISE_PRECISIONS)
+    contexts = args.context or list(DEFAULT_ADVISE_CONTEXTS)
+    records = _records(args.results)
+    fits = advise(
+        pool, models, precisions, contexts, batch_size=args.batch, new_tokens=args.new_tokens, records=records
+    )
+    console = Console()
+    console.print(render_table(fits))
+    requirements = [
+        Requirement(m, c, tuple(precisions), args.min_tokens_per_s, args.batch, args.new_tokens)
+        for m in models
+        for c in contexts
+    ]
+    for req in requirements:
+        best = cheapest(fits, req)
+        if best is None:
+            console.print(f"[red]No profiled card meets {req.describe()} (predicted).[/red]")
+        else:
+            speed = f", {best.tokens_per_s:,.0f} tokens/s ({best.speed_label})" if best.tokens_per_s is not None else ""
+            console.print(
+                f"Smallest card for {req.describe()}: [bold]{best.gpu}[/bold] "
+                f"({best.memory_bytes / GIB:.0f} GiB) at {best.precision}: predicted peak "
+                f"{best.predicted_peak_bytes / GIB:.2f} GiB{speed}."
+            )
+    plot = plot_advice(fits, args.plot, requirements[0] if len(requirements) == 1 else None)
+    console.print(f"plot: {plot}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(advisor_summary_markdown(fits, requirements[-1]), encoding="utf-8")
+        console.print(f"markdown: {args.markdown}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([f.to_dict() for f in fits], indent=2) + "\n", encoding="utf-8")
+        console.print(f"json: {args.json}")
+    return 0
+
+
+def profile_command(args: argparse.Namespace) -> int:
+    """Measure this machine and write (or print) its hardware profile."""
+    from bench.hardware import dumps_profile, save_profile
+    from bench.profiler import default_profile_path, profile_device
+
+    if args.device and args.device != "cpu" and not args.device.startswith("cuda"):
+        raise BadInputError(f"device {args.device!r} must be cpu, cuda or cuda:N")
+    if args.device and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadInputError(f"device {args.device} asked for, but CUDA is not available here; use --device cpu")
+    profile = profile_device(args.device, quick=args.quick)
+    print(dumps_profile(profile), end="")
+    if not args.no_write:
+        path = save_profile(profile, args.out or default_profile_path(profile))
+        print(f"wrote {path}")
+    return 0
