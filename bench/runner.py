@@ -45,6 +45,16 @@ class RunOptions:
     on_record: Callable[[Record], None] | None = field(default=None, compare=False)
 
 
+def quiet_libraries() -> None:
+    """No library progress bars or info logs in the middle of the run's own progress bar."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def _limit_address_space(headroom_bytes: int) -> None:
     """Let this process grow by at most ``headroom_bytes`` of address space (allocations beyond fail)."""
     import resource
@@ -56,8 +66,7 @@ def _limit_address_space(headroom_bytes: int) -> None:
 
 def _worker_main(conn: Connection, memory_cap_bytes: int | None, host_headroom: int | None) -> None:
     """Worker loop: receive (spec, policy, run_id), send back the record and the telemetry timeline."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet_libraries()
     if host_headroom:
         _limit_address_space(host_headroom)
     from bench.worker import CaseRunner
@@ -262,6 +271,8 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
             and any(get_precision(c.precision).quantized for c in todo)
         )
     records: list[Record] = []
+    if options.in_process:
+        quiet_libraries()
     executor = _InProcess(options) if options.in_process else _Isolated(options)
     with CaseProgress(len(todo), enabled=options.progress) as progress:
         try:

@@ -22,22 +22,23 @@ def summary_row(r: Record) -> tuple[str, ...]:
     m = r.metrics
     if s.scenario == "generate":
         latency = _fmt(m.get("ttft_s"), 1e3, 1)
-        rate = f"{_fmt(m.get('decode_tokens_per_s'))} tok"
+        rate = _fmt(m.get("decode_tokens_per_s"))
     else:
         latency = _fmt(m.get("latency_s"), 1e3, 2)
-        rate = f"{_fmt(m.get('sequences_per_s'))} seq"
+        rate = _fmt(m.get("sequences_per_s"))
     if not r.ok:
         latency, rate = "", ""
     if r.memory.nvml_process_peak_bytes:
-        peak = f"{_fmt(r.memory.nvml_process_peak_bytes, 1 / MIB, 0)} GPU"
+        peak = _fmt(r.memory.nvml_process_peak_bytes, 1 / MIB, 0)
     elif r.memory.host_peak_rss_bytes:
-        peak = f"{_fmt(r.memory.host_peak_rss_bytes, 1 / MIB, 0)} host"
+        peak = f"{_fmt(r.memory.host_peak_rss_bytes, 1 / MIB, 0)}*"
     else:
         peak = "-"
     status = r.status if r.ok else f"[red]{r.status}[/]"
     flags = ",".join(f for f in r.flags if f not in ("random_weights", "int8_outliers_unrepresentative"))
     return (
-        f"{s.model} {s.precision}",
+        s.model,
+        s.precision,
         shape,
         status,
         latency,
@@ -58,12 +59,13 @@ def print_summary(records: Sequence[Record]) -> None:
         console.print("No cases were run (every case already has a record).")
         return
     table = Table(
-        title="Results: TTFT (generate) or forward latency (encode) in ms; decode tokens/s or "
-        "sequences/s; memory in MiB",
+        title="Results: ms = TTFT (generate) or forward latency (encode); per s = decode tokens/s or "
+        "sequences/s; weights and peak in MiB (peak: NVML process peak; * host peak RSS)",
         show_lines=False,
     )
     for col, justify in (
-        ("case", "left"),
+        ("model", "left"),
+        ("prec", "left"),
         ("shape", "left"),
         ("status", "left"),
         ("ms", "right"),
@@ -72,7 +74,7 @@ def print_summary(records: Sequence[Record]) -> None:
         ("peak", "right"),
         ("flags", "left"),
     ):
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=col in ("model", "prec", "shape"))  # type: ignore[arg-type]
     for r in records:
         table.add_row(*summary_row(r))
     console.print(table)
