@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -193,14 +192,9 @@ def measure_cuda(device: str = "cuda", *, torch_module: Any = None, nvml: Any = 
 
 def cpu_model_name() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else the platform's answer)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "CPU"
+    from bench.worker import cpu_name
+
+    return cpu_name() or "CPU"
 
 
 def measure_cpu(*, torch_module: Any = None, quick: bool = False, timer: Timer = host_timer) -> Measured:
