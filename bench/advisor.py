@@ -82,6 +82,8 @@ class Fit:
             return False
         if not min_tokens_per_s:
             return True
+        # with no measured efficiency the speed is a bandwidth ceiling: it rules cards out, and a card it
+        # admits is reported as "meets the speed only if it reaches its ceiling" (see describe_pick)
         return self.tokens_per_s is not None and self.tokens_per_s >= min_tokens_per_s
 
     def to_dict(self) -> dict[str, Any]:

@@ -397,6 +397,8 @@ def compare_memory(baseline: Record, current: Record, settings: CompareSettings)
     """Judge peak memory: growth beyond max(relative tolerance, absolute tolerance) is a regression."""
     for name in MEMORY_FIELDS:
         b, c = peak_memory(baseline, name), peak_memory(current, name)
+        if name == "nvml_process_peak_bytes" and baseline.memory.nvml_method != current.memory.nvml_method:
+            continue  # per-process and device-used readings differ by the CUDA context: use the allocator peak
         if b is not None and c is not None:
             break
     else:
@@ -482,7 +484,7 @@ def compare_records(
     base_devices: dict[str, list[str]] = {}
     for dev, key in base_by:
         base_devices.setdefault(key, []).append(dev)
-    cur_keys = {key for _, key in cur_by}
+    covered: set[tuple[str, str]] = set()  # baseline cases already reported against another device
     cases: list[CaseComparison] = []
     run_warnings: dict[str, int] = {}
     missing_env = False
@@ -496,6 +498,7 @@ def compare_records(
         if base is None:
             others = base_devices.get(key, [])
             if others:
+                covered.update((o, key) for o in others)
                 why = f"baseline measured on {', '.join(sorted(others))}, current on {dev or 'an unnamed device'}"
                 cases.append(CaseComparison(key, dev, label, NOT_COMPARABLE, (), (why,), ", ".join(sorted(others))))
                 warn(f"different GPUs: baseline {', '.join(sorted(others))} vs current {dev}; not compared")
@@ -520,7 +523,7 @@ def compare_records(
         case = _compare_pair(base, cur, settings, notes)
         cases.append(CaseComparison(case.key, case.device_name, case.label, case.status, case.metrics, case.notes, dev))
     for (dev, key), base in sorted(base_by.items()):
-        if (dev, key) not in cur_by and key not in cur_keys:
+        if (dev, key) not in cur_by and (dev, key) not in covered:
             cases.append(CaseComparison(key, dev, case_label(base), ONLY_BASELINE, baseline_device_name=dev))
     if not baseline_envelopes or not current_envelopes:
         side = (

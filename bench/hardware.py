@@ -30,14 +30,18 @@ import difflib
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bench.errors import BadInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 PROFILES_ENV = "BENCH_PROFILES_DIR"
 KINDS = ("cuda", "cpu")

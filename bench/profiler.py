@@ -50,12 +50,14 @@ def cuda_event_timer(torch: Any, device: str) -> Timer:
         for _ in range(warmup):
             fn()
         torch.cuda.synchronize(device)
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            for _ in range(iters):
+                fn()
+            end.record(stream)
         end.synchronize()
         return start.elapsed_time(end) / 1000.0
 

@@ -35,6 +35,7 @@ def advice_blocks(records: Sequence[Record] = ()) -> list[Block]:
         return [Heading("Which card? (predicted)", 2), Para(f"No advice: {exc}", "warn")]
     requirement = Requirement(ADVICE_MODEL, ADVICE_CONTEXT, ADVICE_PRECISIONS, ADVICE_MIN_TOKENS_PER_S)
     pick = cheapest(fits, requirement)
+    speed_known = pick is None or pick.speed_label == "predicted"
     by_card: dict[str, dict[str, Fit]] = {}
     order: list[Fit] = sorted(fits, key=lambda f: (f.memory_bytes, f.bandwidth_bytes_per_s))
     for f in order:
@@ -50,7 +51,14 @@ def advice_blocks(records: Sequence[Record] = ()) -> list[Block]:
                 f"Smallest card for {requirement.describe()}: {pick.gpu} with {pick.precision} "
                 f"(predicted peak {pick.predicted_peak_bytes / 2**30:.2f} GiB; decode "
                 f"{'at most' if pick.speed_label == 'ceiling' else 'about'} {pick.tokens_per_s:,.0f} tokens/s). "
-                "Predictions from the model's config and the card's datasheet, not measurements; "
+                + (
+                    ""
+                    if speed_known
+                    else "No GPU run calibrates decode speed yet: this card meets the speed only if it reaches its "
+                    "memory-bandwidth ceiling, which bitsandbytes kernels do not (pass a GPU run to 'bench advise "
+                    "--results'). "
+                )
+                + "Predictions from the model's config and the card's datasheet, not measurements; "
                 "'≤' marks a memory-bandwidth ceiling, '~' a ceiling scaled by an efficiency measured on real runs.",
                 "note",
             )

@@ -341,3 +341,23 @@ def test_quality_flags_are_noted_in_the_output():
     assert "### Notes" in md
     note = "- phi-3-mini fp16 generate b1 L512 n64 [NVIDIA H200]: baseline flagged noisy; current flagged throttled"
     assert note in md
+
+
+def test_a_gpu_missing_from_the_current_run_is_reported():
+    base = [generate_record(seed=1, device_name=H200), generate_record(seed=2, device_name=L4)]
+    cur = [generate_record(seed=3, device_name=H200, run_id="run-cur")]
+    result = compare_records(base, cur, FAST)
+    statuses = sorted((c.device_name or c.baseline_device_name, c.status) for c in result.cases)
+    assert (L4, ONLY_BASELINE) in statuses and (H200, COMPARED) in statuses
+
+
+def test_nvml_peaks_read_two_ways_are_not_compared():
+    import dataclasses
+
+    base = generate_record(seed=1)
+    cur = generate_record(seed=2, run_id="run-cur", peak_bytes=base.memory.nvml_process_peak_bytes + 500 * MiB)
+    base = base.replace(memory=dataclasses.replace(base.memory, nvml_method="process"))
+    cur = cur.replace(memory=dataclasses.replace(cur.memory, nvml_method="device_used"))
+    result = compare_records([base], [cur], FAST)
+    metrics = [m.metric for c in result.cases for m in c.metrics]
+    assert "nvml_process_peak_bytes" not in metrics and any("bytes" in m for m in metrics)

@@ -34,7 +34,7 @@ def test_gate_job_merges_reports_compares_and_fails_on_regression(workflow):
     job = workflow["jobs"]["gate"]
     assert job["needs"] == "bench"
     run = _run_lines(job)
-    order = [run.index(s) for s in ("bench merge shards/*", "bench report", "nox -s compare", "GITHUB_STEP_SUMMARY")]
+    order = [run.index(s) for s in ("bench merge shards/*", "bench report", "bench compare", "GITHUB_STEP_SUMMARY")]
     assert order == sorted(order)
     assert any(s.get("uses", "").startswith("actions/download-artifact") for s in job["steps"])
     assert any(s.get("uses", "").startswith("actions/upload-artifact") and s["with"]["path"] == "reports/merged"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from types import SimpleNamespace
 
@@ -189,13 +190,14 @@ class _FakeTensor:
 
 def _fake_torch(reserved: int, free: int) -> SimpleNamespace:
     events = []
+    streams = []
 
     class Event:
         def __init__(self, enable_timing: bool = False) -> None:
             events.append(self)
 
-        def record(self) -> None:
-            pass
+        def record(self, stream: object = None) -> None:
+            streams.append(stream)
 
         def synchronize(self) -> None:
             pass
@@ -205,6 +207,7 @@ def _fake_torch(reserved: int, free: int) -> SimpleNamespace:
 
     cuda = SimpleNamespace(
         init=lambda: None, synchronize=lambda *a: None, memory_reserved=lambda *a: reserved, Event=Event,
+        device=lambda d: contextlib.nullcontext(), current_stream=lambda d: f"stream of {d}", streams=streams,
         get_device_properties=lambda *a: SimpleNamespace(major=9, total_memory=150 * GiB, name="NVIDIA H200"),
         mem_get_info=lambda *a: (free, 150 * GiB), empty_cache=lambda: None,
     )
@@ -230,6 +233,7 @@ def test_measure_cuda_glue_with_fake_torch_and_nvml(monkeypatch: pytest.MonkeyPa
     assert m.matmul_fp16_flops_per_s == pytest.approx(2 * 4096**3 * 3 / 0.010)
     assert m.matmul_bf16_flops_per_s == pytest.approx(2 * 4096**3 * 3 / 0.010)
     assert (m.device_name, m.driver, m.cuda) == ("NVIDIA H200", "550.54.15", "12.8")
+    assert set(torch.cuda.streams) == {"stream of cuda:0"}  # events on the measured device's stream
 
 
 @pytest.mark.gpu

@@ -243,6 +243,11 @@ def advise_command(args: argparse.Namespace) -> int:
                 f"({best.memory_bytes / GIB:.0f} GiB) at {best.precision}: predicted peak "
                 f"{best.predicted_peak_bytes / GIB:.2f} GiB{speed}."
             )
+            if req.min_tokens_per_s and best.speed_label == "ceiling":
+                console.print(
+                    "  Its speed is a memory-bandwidth ceiling, not a prediction: it meets the minimum only if it "
+                    "reaches that ceiling. Pass --results with a GPU run to calibrate the efficiency."
+                )
     plot = plot_advice(fits, args.plot, requirements[0] if len(requirements) == 1 else None)
     console.print(f"plot: {plot}")
     if args.markdown:
