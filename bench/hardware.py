@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BadInputError
+from bench.spec import from_known_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,8 +79,7 @@ class Measured:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measured:
         """Inverse of :meth:`to_dict`; ignores unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return from_known_fields(cls, data)
 
 
 @dataclass(frozen=True)

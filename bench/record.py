@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import metrics
-from bench.spec import CaseSpec, TimingPolicy
+from bench.spec import CaseSpec, TimingPolicy, from_known_fields
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
@@ -65,8 +65,7 @@ class Memory:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Memory:
         """Inverse of :meth:`to_dict`; ignores unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return from_known_fields(cls, data)
 
 
 @dataclass(frozen=True)

@@ -156,16 +156,14 @@ class Worker:
         self.conn.close()
 
 
-def _failed_record(
-    spec: CaseSpec, policy: TimingPolicy, run_id: str, status: str, error: str, options: RunOptions
-) -> Record:
+def _failed_record(spec: CaseSpec, policy: TimingPolicy, status: str, error: str, options: RunOptions) -> Record:
     from bench.worker import utc_now
 
     return Record(
         spec=spec,
         status=status,
         error=error,
-        run_id=run_id,
+        run_id=options.run_id,
         policy=policy,
         device=spec.device,
         host=socket.gethostname(),
@@ -247,7 +245,7 @@ class _Isolated:
             status, error = "timeout", f"case did not finish within {timeout:.0f} s; the worker was killed"
         else:
             status, error = "error", _died_message(payload)
-        return _failed_record(spec, policy, self.options.run_id, status, error, self.options), []
+        return _failed_record(spec, policy, status, error, self.options), []
 
     def close(self) -> None:
         if self.worker is not None:

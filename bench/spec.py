@@ -5,10 +5,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 SCENARIOS = ("generate", "encode")
+
+T = TypeVar("T")
+
+
+def from_known_fields(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build dataclass ``cls`` from ``data``, ignoring keys it has no field for (newer schema versions)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True, order=True)
@@ -52,8 +61,7 @@ class CaseSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseSpec:
         """Inverse of :meth:`to_dict`; ignores unknown keys from newer schema versions."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return from_known_fields(cls, data)
 
     def with_(self, **changes: Any) -> CaseSpec:
         """A copy with some fields changed."""
@@ -78,5 +86,4 @@ class TimingPolicy:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TimingPolicy:
         """Inverse of :meth:`to_dict`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return from_known_fields(cls, data)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.environment import cuda_available
 from bench.errors import BadInputError
 
 
@@ -58,8 +59,6 @@ def _check_device(device: str) -> None:
         return
     if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise BadInputError(f"device {device!r} is not one of cpu, cuda, cuda:N")
-    from bench.environment import cuda_available
-
     if not cuda_available():
         raise BadInputError(f"--device {device}: no CUDA device is available on this machine; use --device cpu")
     if device.startswith("cuda:"):
@@ -78,8 +77,6 @@ def choose_suite(args: argparse.Namespace) -> tuple[str, str | None]:
         return args.suite, None
     if args.model or args.model_path:
         return "adhoc", None
-    from bench.environment import cuda_available
-
     if cuda_available():
         return "gpu", "a CUDA GPU is available, so the full 'gpu' suite runs"
     return "smoke", "no CUDA GPU is available, so the CPU 'smoke' suite runs (tiny models)"
@@ -94,7 +91,7 @@ def build_suite(args: argparse.Namespace):  # -> Suite
     if why:
         print(f"bench: {why}", file=sys.stderr)
     if name == "adhoc":
-        device = args.device or ("cuda" if _cuda() else "cpu")
+        device = args.device or ("cuda" if cuda_available() else "cpu")
         suite = Suite(
             "adhoc",
             "cases from the command line",
@@ -137,12 +134,6 @@ def build_suite(args: argparse.Namespace):  # -> Suite
     if args.repetitions is not None and args.repetitions < 1:
         raise BadInputError(f"--repetitions must be at least 1, got {args.repetitions}")
     return with_overrides(suite, **overrides)
-
-
-def _cuda() -> bool:
-    from bench.environment import cuda_available
-
-    return cuda_available()
 
 
 def run_command(args: argparse.Namespace) -> int:
