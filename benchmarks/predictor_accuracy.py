@@ -1,9 +1,9 @@
 """How close the memory predictor comes to what the harness measures: relative error per case and the worst case.
 
 On a CPU (the default): every case runs in a fresh process with the harness's loader and scenarios
-(``bench.profiler.measure_host_case``); the measured figure is the run's resident-memory high-water
+(``bench.measure.profiler.measure_host_case``); the measured figure is the run's resident-memory high-water
 mark minus the process's resident memory before the model was loaded, and the prediction is
-``bench.predictor.predict_memory`` for this host. Tiny configs (phi-3-tiny, bert-tiny) at every
+``bench.predict.predictor.predict_memory`` for this host. Tiny configs (phi-3-tiny, bert-tiny) at every
 precision and layer-reduced full-width configs (phi-3-mini-2l, bert-base-2l).
 
 On a GPU: ``--results DIR`` compares the records of a GPU run folder (``nvml_process_peak_bytes``, what
@@ -73,8 +73,8 @@ def host_profile() -> Any:
     """A CPU profile of this host for memory prediction (its vector ISA; no speed figures needed)."""
     import torch
 
-    from bench.hardware import HardwareProfile, Measured
-    from bench.profiler import cpu_model_name, host_memory_bytes
+    from bench.config.hardware import HardwareProfile, Measured
+    from bench.measure.profiler import cpu_model_name, host_memory_bytes
 
     return HardwareProfile(
         name=f"{cpu_model_name()} (this host)", kind="cpu", memory_bytes=host_memory_bytes(),
@@ -90,8 +90,8 @@ def relative_error(predicted: float, measured: float) -> float:
 
 def run_cpu(cases: Sequence[Case], threads: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Measure and predict every case on this CPU; one row per case."""
-    from bench.predictor import predict_memory
-    from bench.profiler import measure_host_case
+    from bench.measure.profiler import measure_host_case
+    from bench.predict.predictor import predict_memory
 
     profile = host_profile()
     rows = []
@@ -116,10 +116,10 @@ def run_cpu(cases: Sequence[Case], threads: int | None = None, progress: bool = 
 
 def run_records(results: Path, profiles_dirs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Compare a run folder's GPU records (nvml_process_peak_bytes) with predictions for their cards."""
+    from bench.config.hardware import find_profile, load_profiles, profile_dirs
     from bench.errors import BadInputError
-    from bench.hardware import find_profile, load_profiles, profile_dirs
-    from bench.predictor import predict_memory
-    from bench.results import load_records
+    from bench.predict.predictor import predict_memory
+    from bench.results.store import load_records
 
     profiles = load_profiles(profile_dirs(profiles_dirs))
     rows = []

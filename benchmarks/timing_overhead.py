@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.03, help="allowed relative overhead")
     args = parser.parse_args(argv)
 
-    from bench.loader import load_model
-    from bench.models import resolve_source
-    from bench.precision import get_precision
-    from bench.scenarios import generation_kwargs, make_prompt, no_sync, run_generate
+    from bench.config.models import resolve_source
+    from bench.config.precision import get_precision
+    from bench.measure.loader import load_model
+    from bench.measure.scenarios import generation_kwargs, make_prompt, no_sync, run_generate
 
     loaded = load_model(resolve_source(args.model, "random"), get_precision(args.precision), "cpu")
     model = loaded.model

@@ -11,9 +11,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.record import Memory, Record, Samples
-from bench.results import append_record
-from bench.spec import CaseSpec, TimingPolicy
+from bench.config.spec import CaseSpec, TimingPolicy
+from bench.results.record import Memory, Record, Samples
+from bench.results.store import append_record
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -122,7 +122,7 @@ def cpu_suite() -> list[Record]:
 
 
 def envelope(run_id: str = "r1", *, gpus: Sequence[dict] | None = None, suite: str = "claims") -> dict:
-    """An environment envelope with the keys bench.environment writes."""
+    """An environment envelope with the keys bench.measure.environment writes."""
     return {
         "run_id": run_id, "created_utc": "2025-06-01T12:00:00+00:00", "suite": suite, "host": "gpu-host",
         "cpu": "AMD EPYC 9654", "ram_bytes": 128 * GiB, "python": "3.11.7", "torch": "2.6.0",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.record import Memory, Record, Samples
-from bench.results import append_record
-from bench.spec import CaseSpec, TimingPolicy
+from bench.config.spec import CaseSpec, TimingPolicy
+from bench.results.record import Memory, Record, Samples
+from bench.results.store import append_record
 
 MiB = 1 << 20
 GiB = 1 << 30

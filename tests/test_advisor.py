@@ -7,7 +7,10 @@ import json
 import pytest
 from synthetic_records import generate_record
 
-from bench.advisor import (
+from bench.cli import main
+from bench.config.hardware import HardwareProfile, save_profile
+from bench.errors import BadInputError
+from bench.predict.advisor import (
     FITS,
     NO,
     TIGHT,
@@ -20,10 +23,8 @@ from bench.advisor import (
     render_table,
     split_context,
 )
-from bench.cli import main
-from bench.errors import BadInputError
-from bench.hardware import GiB, HardwareProfile, save_profile
-from bench.predictor import predict_memory
+from bench.predict.predictor import predict_memory
+from bench.units import GiB
 
 
 # Phi-3-mini fp16 needs 7.12 GiB of weights alone; nf4 about 2.3 GiB.

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from report_records import CONTEXT_BYTES, H200_TOTAL, GiB, cpu_generate, gpu_generate, gpu_suite
 
-from bench.boundary import Boundary, bisect_series, find_boundaries
-from bench.capcheck import capped_dir, plan_capped_check, run_capped_check
-from bench.claims import HOLDS_UP_TO, MEASURED_GPU_CAPPED, Claim, load_claims
+from bench.claims.boundary import Boundary, bisect_series, find_boundaries
+from bench.claims.capcheck import capped_dir, plan_capped_check, run_capped_check
+from bench.claims.verdicts import HOLDS_UP_TO, MEASURED_GPU_CAPPED, Claim, load_claims
+from bench.config.spec import CaseSpec, TimingPolicy
 from bench.errors import BadInputError
-from bench.record import Memory, Record
-from bench.spec import CaseSpec, TimingPolicy
+from bench.results.record import Memory, Record
 
 BUDGET = 8 * GiB
 BASE = 7 * GiB
@@ -28,7 +28,7 @@ def linear_peak(context: int) -> int:
 
 @dataclass
 class FakeRunner:
-    """Stands in for bench.runner.run_cases: one record per case, peak linear in context."""
+    """Stands in for bench.measure.runner.run_cases: one record per case, peak linear in context."""
 
     status_above: str = "ok"  # "oom": cases over budget run out of memory instead of reporting a peak
     fail_at: int | None = None
@@ -163,7 +163,7 @@ class WritingRunner(FakeRunner):
     """The fake runner, also appending each record to ``options.out_dir`` as the real runner does."""
 
     def __call__(self, cases, policy, options):
-        from bench.results import append_record
+        from bench.results.store import append_record
 
         records = super().__call__(cases, policy, options)
         options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def test_report_command_measures_then_reports(tmp_path: Path):
     from report_records import envelope, write_run
 
     from bench.commands.report_cmd import check_claims_under_cap, find_claim_boundaries
-    from bench.report import build_report
+    from bench.report.build import build_report
 
     folder = write_run(tmp_path / "run", measured(), envelope())
     runner = WritingRunner()

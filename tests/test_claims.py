@@ -14,7 +14,7 @@ from report_records import (
     gpu_suite,
 )
 
-from bench.claims import (
+from bench.claims.verdicts import (
     FAILS,
     HOLDS,
     HOLDS_UP_TO,
@@ -31,8 +31,8 @@ from bench.claims import (
     parse_bytes,
     parse_claims,
 )
+from bench.config.spec import CaseSpec
 from bench.errors import BadInputError
-from bench.spec import CaseSpec
 
 FP16_8GIB = Claim("fp16", "fp16 under 8 GiB", 8 * GiB, "8 GiB", model="phi-3-mini", precisions=("fp16",),
                   scenario="generate")

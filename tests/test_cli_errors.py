@@ -60,9 +60,9 @@ def test_incomplete_checkpoint(capsys, tmp_path):
 
 
 def test_quantized_case_without_bitsandbytes(capsys, tmp_path, monkeypatch):
-    import bench.precision
+    import bench.config.precision
 
-    monkeypatch.setattr(bench.precision, "bitsandbytes_available", lambda: False)
+    monkeypatch.setattr(bench.config.precision, "bitsandbytes_available", lambda: False)
     code, err = run(
         capsys, "run", "--model", "phi-3-tiny", "--precision", "nf4", "--device", "cpu", "--out", str(tmp_path / "o")
     )

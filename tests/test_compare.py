@@ -5,8 +5,10 @@ import pytest
 from synthetic_records import H200, L4, MiB, encode_record, envelope, generate_record, suite_records, write_run
 
 from bench import cli
-from bench.baseline import gpu_slug, list_baselines, load_baseline, save_baseline
-from bench.compare import (
+from bench.errors import BadInputError
+from bench.report.comparison import render_markdown, render_terminal
+from bench.track.baseline import gpu_slug, list_baselines, load_baseline, save_baseline
+from bench.track.compare import (
     BOTH_FAILED,
     COMPARED,
     FAILED,
@@ -25,8 +27,6 @@ from bench.compare import (
     smallest_p_value,
     speed_samples,
 )
-from bench.compare_render import render_markdown, render_terminal
-from bench.errors import BadInputError
 
 FAST = CompareSettings(bootstrap_resamples=200)
 E2E = next(m for m in SPEED_METRICS if m.name == "e2e_s")

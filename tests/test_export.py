@@ -7,7 +7,7 @@ from synthetic_records import H200, L4, MiB, encode_record, envelope, generate_r
 
 from bench import cli
 from bench.errors import BadInputError
-from bench.export import (
+from bench.track.export import (
     case_test_name,
     export_records,
     save_to_pytest_benchmark_storage,
@@ -115,7 +115,7 @@ def test_cli_export_formats(tmp_path, bench_main):
 
 
 FAKE_WORKER = '''
-import bench.worker
+import bench.measure.worker
 
 
 class FakePrepared:
@@ -135,7 +135,7 @@ class FakePrepared:
         self.closed = True
 
 
-bench.worker.prepare_case = FakePrepared
+bench.measure.worker.prepare_case = FakePrepared
 '''
 
 TINY_SUITE = '''
@@ -164,7 +164,7 @@ contexts = [16]
 def test_pytest_suite_runs_under_pytest_benchmark_and_compares_with_an_export(tmp_path):
     from pathlib import Path
 
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     (tmp_path / "fake_worker_plugin.py").write_text(FAKE_WORKER)
     suite_file = tmp_path / "tiny.toml"

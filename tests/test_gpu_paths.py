@@ -2,8 +2,8 @@
 
 import pytest
 
-from bench.memory import CudaPeaks
-from bench.spec import CaseSpec, TimingPolicy
+from bench.config.spec import CaseSpec, TimingPolicy
+from bench.measure.memory import CudaPeaks
 
 
 class FakeCuda:
@@ -44,7 +44,7 @@ def test_cuda_peaks_do_nothing_on_cpu():
 
 
 def test_scenarios_sync_the_device_around_the_clock():
-    from bench.scenarios import run_encode
+    from bench.measure.scenarios import run_encode
 
     events = []
 
@@ -62,7 +62,7 @@ def test_scenarios_sync_the_device_around_the_clock():
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "nf4"])
 def test_real_gpu_case_records_every_memory_field(tmp_path, precision):
-    from bench.runner import RunOptions, run_cases
+    from bench.measure.runner import RunOptions, run_cases
 
     spec = CaseSpec("phi-3-tiny", precision, "generate", 1, 64, 8, device="cuda")
     policy = TimingPolicy(warmup_runs=1, min_repetitions=2, max_repetitions=2)

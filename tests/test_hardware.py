@@ -9,9 +9,7 @@ from types import SimpleNamespace
 import pytest
 from fake_nvml import FakeGPU, FakeNVML, proc
 
-from bench.errors import BadInputError
-from bench.hardware import (
-    GiB,
+from bench.config.hardware import (
     HardwareProfile,
     Measured,
     dumps_profile,
@@ -23,7 +21,9 @@ from bench.hardware import (
     save_profile,
     shipped_profiles_dir,
 )
-from bench.profiler import context_bytes, copy_bandwidth, matmul_rate, measure_cpu, measure_cuda, profile_device
+from bench.errors import BadInputError
+from bench.measure.profiler import context_bytes, copy_bandwidth, matmul_rate, measure_cpu, measure_cuda, profile_device
+from bench.units import GiB
 
 # reference/gpus.md: name -> (box GB, GB/s)
 REFERENCE = {

@@ -1,10 +1,10 @@
 import pytest
 
+from bench.config.models import DECODER, ENCODER, checkpoint_files, get_model, resolve_source
+from bench.config.precision import get_precision
 from bench.errors import BadInputError
-from bench.loader import build_random, load_model
-from bench.models import DECODER, ENCODER, checkpoint_files, get_model, resolve_source
-from bench.precision import get_precision
-from bench.quantization import inspect_quantization, weights_bytes
+from bench.measure.loader import build_random, load_model
+from bench.measure.quantization import inspect_quantization, weights_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import coefficient_of_variation, encode_metrics, generate_metrics, percentile
-from bench.record import Record, Samples
-from bench.scenarios import TokenTimer, repeat_until, run_generate
-from bench.spec import CaseSpec
+from bench.config.spec import CaseSpec
+from bench.measure.scenarios import TokenTimer, repeat_until, run_generate
+from bench.results.metrics import coefficient_of_variation, encode_metrics, generate_metrics, percentile
+from bench.results.record import Record, Samples
 
 
 class FakeClock:

@@ -8,10 +8,11 @@ import math
 import pytest
 from synthetic_records import generate_record
 
+from bench.config.hardware import HardwareProfile, Measured
+from bench.config.precision import get_precision
+from bench.config.spec import CaseSpec
 from bench.errors import BadInputError
-from bench.hardware import GiB, HardwareProfile, Measured
-from bench.precision import get_precision
-from bench.predictor import (
+from bench.predict.predictor import (
     CUDA_SLACK_FRACTION,
     DEFAULT_CUDA_CONTEXT_BYTES,
     architecture,
@@ -23,7 +24,7 @@ from bench.predictor import (
     predict_memory,
     weight_bytes,
 )
-from bench.spec import CaseSpec
+from bench.units import GiB
 
 MiB = 2**20
 
@@ -227,9 +228,9 @@ def _live_tensor_peak(model_name: str, precision: str, context: int, batch: int,
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.loader import load_model
-    from bench.models import DECODER, resolve_source
-    from bench.scenarios import make_prompt, run_encode, run_generate
+    from bench.config.models import DECODER, resolve_source
+    from bench.measure.loader import load_model
+    from bench.measure.scenarios import make_prompt, run_encode, run_generate
 
     loaded = load_model(resolve_source(model_name, "random"), get_precision(precision), "cpu")
     prompt = make_prompt(loaded.model.config.vocab_size, batch, context, 0, "cpu")
@@ -274,7 +275,7 @@ def test_predicted_host_peak_within_5_percent() -> None:
     """A tiny config and a layer-reduced full-width one, measured in one fresh process."""
     import torch
 
-    from bench.profiler import measure_host_cases
+    from bench.measure.profiler import measure_host_cases
 
     cases = [("phi-3-tiny", "nf4", 128, 1, 4), ("bert-base-2l", "fp16", 64, 1, 0)]
     profile = cpu_profile(str(torch.backends.cpu.get_cpu_capability()))

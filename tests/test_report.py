@@ -22,12 +22,11 @@ from report_records import (
     write_run,
 )
 
-from bench import plots
 from bench.cli import main
 from bench.errors import BadInputError
-from bench.frame import records_to_frame
-from bench.report import build_report, group_by_device, load_run
-from bench.reportdoc import Heading, Para, Table, render_html, render_markdown
+from bench.report.build import build_report, group_by_device, load_run, plots
+from bench.report.document import Heading, Para, Table, render_html, render_markdown
+from bench.results.frame import records_to_frame
 
 PLOT_FILES = {"decode-throughput.png", "ttft.png", "peak-memory.png", "memory-breakdown.png", "bert-throughput.png",
               "bert-latency.png", "bert-peak-memory.png"}
@@ -285,9 +284,9 @@ def test_predictions_in_a_cpu_report_are_labelled(tmp_path: Path):
 @pytest.mark.slow
 def test_report_of_a_real_cpu_run(tmp_path: Path):
     """Tiny models measured for real on this CPU (in process), then reported: every plot the data allows."""
-    from bench.environment import collect_environment, write_environment
-    from bench.runner import RunOptions, run_cases
-    from bench.spec import CaseSpec, TimingPolicy
+    from bench.config.spec import CaseSpec, TimingPolicy
+    from bench.measure.environment import collect_environment, write_environment
+    from bench.measure.runner import RunOptions, run_cases
 
     cases = [CaseSpec("phi-3-tiny", "fp32", "generate", 1, 8, 4, suite="smoke")]
     cases += [CaseSpec("bert-tiny", "fp32", "encode", 1, 8, suite="smoke")]

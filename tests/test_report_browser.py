@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from report_records import envelope, gpu_suite, write_run
 
-from bench.report import build_report
+from bench.report.build import build_report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")

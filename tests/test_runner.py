@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from bench.results import load_records
-from bench.runner import RunOptions, run_cases
-from bench.spec import CaseSpec, TimingPolicy
+from bench.config.spec import CaseSpec, TimingPolicy
+from bench.measure.runner import RunOptions, run_cases
+from bench.results.store import load_records
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +100,8 @@ def test_killed_run_keeps_records_and_resume_completes(tmp_path):
 
 def test_cli_runs_a_local_checkpoint(tmp_path):
     from bench.cli import main
-    from bench.loader import build_random
-    from bench.models import resolve_source
+    from bench.config.models import resolve_source
+    from bench.measure.loader import build_random
 
     ckpt = tmp_path / "my-phi"
     build_random(resolve_source("phi-3-tiny", "random"), "float32", "cpu").save_pretrained(str(ckpt))

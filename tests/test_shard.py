@@ -5,10 +5,11 @@ import pytest
 from synthetic_records import H200, L4, envelope, generate_record, suite_records, write_run
 
 from bench import cli
+from bench.config.shards import assign_shards, expected_cost, model_parameters, parse_shard, select_shard
+from bench.config.spec import CaseSpec
 from bench.errors import BadInputError
-from bench.results import load_records
-from bench.shard import assign_shards, expected_cost, merge_runs, model_parameters, parse_shard, select_shard
-from bench.spec import CaseSpec
+from bench.results.merge import merge_runs
+from bench.results.store import load_records
 
 FAST_CLI = ("--bootstrap-resamples", "200")
 

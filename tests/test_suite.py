@@ -1,7 +1,7 @@
 import pytest
 
+from bench.config.suite import load_suite, parse_suite, shipped_suites, with_overrides
 from bench.errors import BadInputError
-from bench.suite import load_suite, parse_suite, shipped_suites, with_overrides
 
 GOOD = {
     "name": "t",

@@ -7,19 +7,15 @@ import pytest
 from fake_nvml import GIB, FakeClock, FakeGPU, FakeNVML, FakeNVMLError, FakeProcess, no_permission, not_supported
 
 from bench.errors import BadInputError
-from bench.telemetry import (
-    GPU_SUMMARY_KEYS,
-    SUMMARY_COLUMNS,
+from bench.measure.telemetry.sampler import (
     Telemetry,
     TelemetrySampler,
     add_per_unit,
     device_used_bytes,
     quality_flags,
-    read_timelines,
-    reason_names,
-    timelines_path,
-    write_timeline,
 )
+from bench.results.telemetry_fields import GPU_SUMMARY_KEYS, SUMMARY_COLUMNS, reason_names
+from bench.results.timelines import read_timelines, timelines_path, write_timeline
 
 PID = 4321
 SLOW = 3600.0  # a period so long the thread never samples: tests drive samples themselves
@@ -387,7 +383,7 @@ def _png(path) -> bool:
 
 
 def test_plot_timeline_writes_pngs(tmp_path):
-    from bench.telemetry_plot import plot_timeline
+    from bench.report.timeline import plot_timeline
 
     gpu = FakeGPU(
         power_mw=[90_000, 650_000, 700_000, 120_000],

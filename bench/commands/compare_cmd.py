@@ -11,14 +11,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import baseline as baselines
-from bench.compare import SPEED_METRICS, CompareSettings, MiB, compare_records
-from bench.compare_render import render_markdown, render_terminal
-from bench.envelopes import read_envelopes
 from bench.errors import BadInputError
-from bench.export import FORMATS, export_records, save_to_pytest_benchmark_storage, write_json
-from bench.results import load_records, results_path
-from bench.shard import merge_runs
+from bench.report.comparison import render_markdown, render_terminal
+from bench.results.envelopes import read_envelopes
+from bench.results.merge import merge_runs
+from bench.results.store import load_records, results_path
+from bench.track import baseline as baselines
+from bench.track.compare import SPEED_METRICS, CompareSettings, compare_records
+from bench.track.export import FORMATS, export_records, save_to_pytest_benchmark_storage, write_json
+from bench.units import MiB
 
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": MiB, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
 

@@ -17,9 +17,9 @@ def list_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from bench.models import MODELS
-    from bench.precision import PRECISIONS
-    from bench.suite import shipped_suites
+    from bench.config.models import MODELS
+    from bench.config.precision import PRECISIONS
+    from bench.config.suite import shipped_suites
 
     console = Console()
     t = Table(title="Suites")

@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BadInputError
+from bench.units import GiB, MiB
 
 DEFAULT_ADVISE_PRECISIONS = ("fp16", "int8", "nf4", "nf4-dq")
 DEFAULT_ADVISE_CONTEXTS = (1024, 2048, 4096)
-MiB = 1 << 20
-GiB = 1 << 30
-
-
 def register(sub: Any) -> None:
     """Add the ``predict``, ``advise`` and ``profile`` subcommands."""
     p = sub.add_parser("predict", help="predict peak memory and decode tokens/s for a card you may not own")
@@ -81,13 +78,13 @@ def register(sub: Any) -> None:
 
 
 def _profiles(extra: list[str]) -> list[Any]:
-    from bench.hardware import load_profiles, profile_dirs
+    from bench.config.hardware import load_profiles, profile_dirs
 
     return load_profiles(profile_dirs(extra))
 
 
 def _records(folders: list[Path]) -> list[Any]:
-    from bench.results import load_records
+    from bench.results.store import load_records
 
     out: list[Any] = []
     for folder in folders:
@@ -103,10 +100,10 @@ def _size(n: int | None) -> str:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print (or write as JSON) the predicted peak memory breakdown and decode tokens/s."""
-    from bench.hardware import get_profile, load_profile
-    from bench.models import DECODER, get_model
-    from bench.precision import get_precision
-    from bench.predictor import largest_batch, predict_decode, predict_memory
+    from bench.config.hardware import get_profile, load_profile
+    from bench.config.models import DECODER, get_model
+    from bench.config.precision import get_precision
+    from bench.predict.predictor import largest_batch, predict_decode, predict_memory
 
     entry = get_model(args.model)
     get_precision(args.precision)
@@ -212,9 +209,9 @@ def advise_command(args: argparse.Namespace) -> int:
     """Print the fit table and the smallest card per requirement; write the plot (and Markdown/JSON)."""
     from rich.console import Console
 
-    from bench.advisor import Requirement, advise, advisor_summary_markdown, cheapest, plot_advice, render_table
-    from bench.hardware import GiB as GIB
-    from bench.hardware import get_profile
+    from bench.config.hardware import get_profile
+    from bench.predict.advisor import Requirement, advise, advisor_summary_markdown, cheapest, plot_advice, render_table
+    from bench.units import GiB as GIB
 
     profiles = _profiles(args.profiles)
     pool = [get_profile(name, profiles) for name in args.gpu] if args.gpu else profiles
@@ -263,8 +260,8 @@ def advise_command(args: argparse.Namespace) -> int:
 
 def profile_command(args: argparse.Namespace) -> int:
     """Measure this machine and write (or print) its hardware profile."""
-    from bench.hardware import dumps_profile, save_profile
-    from bench.profiler import default_profile_path, profile_device
+    from bench.config.hardware import dumps_profile, save_profile
+    from bench.measure.profiler import default_profile_path, profile_device
 
     if args.device and args.device != "cpu" and not args.device.startswith("cuda"):
         raise BadInputError(f"device {args.device!r} must be cpu, cuda or cuda:N")

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.boundary import DEFAULT_TOLERANCE_TOKENS, find_boundaries
-from bench.capcheck import run_capped_check
-from bench.claims import Claim, Predictor, load_claims
+from bench.claims.boundary import DEFAULT_TOLERANCE_TOKENS, find_boundaries
+from bench.claims.capcheck import run_capped_check
+from bench.claims.verdicts import Claim, Predictor, load_claims
 from bench.errors import BadInputError
-from bench.predictor import claims_predictor
-from bench.report import BOUNDARY_DIR, build_report, group_by_device, load_run
+from bench.predict.predictor import claims_predictor
+from bench.report.build import BOUNDARY_DIR, build_report, group_by_device, load_run
 
 
 def write_report(
@@ -38,9 +38,9 @@ def write_report(
 
 def _runner() -> tuple[Callable[..., Any], type]:
     try:
-        from bench.runner import RunOptions, run_cases
+        from bench.measure.runner import RunOptions, run_cases
     except ImportError as exc:  # pragma: no cover - the runner ships with the package
-        raise BadInputError(f"extra measurements need bench.runner, which cannot be imported ({exc})") from exc
+        raise BadInputError(f"extra measurements need bench.measure.runner, which cannot be imported ({exc})") from exc
     return run_cases, RunOptions
 
 

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.environment import cuda_available
 from bench.errors import BadInputError
+from bench.measure.environment import cuda_available
 
 
 def register(sub: Any) -> None:
@@ -84,8 +84,8 @@ def choose_suite(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def build_suite(args: argparse.Namespace):  # -> Suite
     """The suite with the command line's overrides applied."""
-    from bench.spec import TimingPolicy
-    from bench.suite import Group, Suite, load_suite, with_overrides
+    from bench.config.spec import TimingPolicy
+    from bench.config.suite import Group, Suite, load_suite, with_overrides
 
     name, why = choose_suite(args)
     if why:
@@ -111,7 +111,7 @@ def build_suite(args: argparse.Namespace):  # -> Suite
     models = args.model
     weights = None
     if args.model_path is not None:
-        from bench.models import checkpoint_files
+        from bench.config.models import checkpoint_files
 
         path = args.model_path.expanduser().resolve()
         checkpoint_files(path)
@@ -140,9 +140,10 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the cases and write the run folder; returns 0 when every case was recorded (whatever its status)."""
     import dataclasses
 
-    from bench.environment import collect_environment, write_environment
-    from bench.precision import get_precision, require_bitsandbytes
-    from bench.runner import RunOptions, run_cases
+    from bench.config.precision import get_precision, require_bitsandbytes
+    from bench.measure.environment import collect_environment, write_environment
+    from bench.measure.runner import RunOptions, run_cases
+    from bench.report.progress import CaseProgress
 
     suite = build_suite(args)
     cases = suite.cases
@@ -151,7 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
     for name in sorted({c.precision for c in cases}):
         require_bitsandbytes(get_precision(name))
     if args.shard:
-        from bench.shard import parse_shard, select_shard
+        from bench.config.shards import parse_shard, select_shard
 
         k, n = parse_shard(args.shard)
         cases = select_shard(cases, k, n)
@@ -183,11 +184,12 @@ def run_command(args: argparse.Namespace) -> int:
         resume=args.resume,
         memory_cap_bytes=cap,
         progress=not args.quiet,
+        progress_factory=CaseProgress,
         run_id=env["run_id"],
     )
     print(f"bench: {len(cases)} case(s) of suite '{suite.name}' on {device} -> {out}", file=sys.stderr)
     records = run_cases(cases, policy, options)
-    from bench.summary import print_summary
+    from bench.report.terminal import print_summary
 
     print_summary(records)
     if not args.no_report:

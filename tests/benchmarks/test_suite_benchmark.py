@@ -18,14 +18,14 @@ import os
 
 import pytest
 
-from bench.export import case_group, case_test_id
+from bench.track.export import case_group, case_test_id
 
 SUITE = os.environ.get("BENCH_PYTEST_SUITE", "").strip()
 
 
 def _load():
-    from bench.shard import parse_shard, select_shard
-    from bench.suite import load_suite
+    from bench.config.shards import parse_shard, select_shard
+    from bench.config.suite import load_suite
 
     suite = load_suite(SUITE)
     cases = suite.cases
@@ -49,11 +49,11 @@ def policy():
 
 
 def _prepare_case():
-    import bench.worker
+    import bench.measure.worker
 
-    prepare = getattr(bench.worker, "prepare_case", None)
+    prepare = getattr(bench.measure.worker, "prepare_case", None)
     if prepare is None:
-        pytest.skip("bench.worker.prepare_case(spec, device) is not available in this version of the harness")
+        pytest.skip("bench.measure.worker.prepare_case(spec, device) is not available in this version of the harness")
     return prepare
 
 

@@ -1,0 +1,1 @@
+"""Claims as data, their verdicts, boundary search and the capped check."""

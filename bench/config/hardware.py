@@ -1,0 +1,347 @@
+"""Hardware profiles: one TOML file per GPU (datasheet figures with their sources, plus measured figures).
+
+Profiles live in the repository's ``profiles/gpus/`` folder. A user adds or overrides cards with a
+folder of their own: ``--profiles DIR`` on the command line, or ``BENCH_PROFILES_DIR`` (several folders
+separated by ``os.pathsep``); a profile there replaces a shipped one of the same name.
+
+A profile file::
+
+    name = "GeForce RTX 3060"
+    aliases = ["RTX 3060"]
+    kind = "cuda"                      # "cuda" or "cpu"
+    memory_bytes = 12884901888         # the box figure, read as GiB (DESIGN.md)
+    memory_bandwidth_bytes_per_s = 360000000000
+    compute_capability = "8.6"
+
+    [sources]                          # where each datasheet figure comes from
+    memory_bytes = "..."
+    memory_bandwidth_bytes_per_s = "..."
+
+    [measured]                         # written by `bench profile` on the card itself
+    memory_bandwidth_bytes_per_s = ...
+    matmul_fp16_flops_per_s = ...
+    cuda_context_bytes = ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config.spec import from_known_fields
+from bench.errors import BadInputError
+from bench.units import slugify
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+PROFILES_ENV = "BENCH_PROFILES_DIR"
+KINDS = ("cuda", "cpu")
+# Words that vendors and drivers add to a card's name; ignored when matching names.
+_NOISE_WORDS = ("nvidia", "geforce", "tesla", "tensor core gpu", "tensor core", "gpu")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Figures a profiling run measured on the device itself (None where not measured)."""
+
+    memory_bandwidth_bytes_per_s: float | None = None  # device-to-device copy: bytes read plus written per second
+    matmul_fp16_flops_per_s: float | None = None
+    matmul_bf16_flops_per_s: float | None = None
+    matmul_fp32_flops_per_s: float | None = None
+    cuda_context_bytes: int | None = None  # the process's device memory right after CUDA initialisation
+    runtime_overhead_bytes: int | None = None  # process device memory outside torch's allocator after first kernels
+    device_total_bytes: int | None = None  # what the driver reports as the card's total memory
+    device_name: str | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    torch: str | None = None
+    cpu_capability: str | None = None  # CPU profiles: torch's vector ISA ("AVX2", "AVX512", ...)
+    host: str | None = None
+    measured_utc: str | None = None
+    source: str | None = None  # what produced these figures (a command, or a reference document)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict without the unmeasured fields."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measured:
+        """Inverse of :meth:`to_dict`; ignores unknown keys."""
+        return from_known_fields(cls, data)
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """One device: datasheet memory and bandwidth with their sources, optional peak rate and measurements."""
+
+    name: str
+    kind: str = "cuda"
+    memory_bytes: int = 0
+    memory_bandwidth_bytes_per_s: float = 0.0
+    compute_capability: str | None = None
+    peak_fp16_flops_per_s: float | None = None
+    price_usd: float | None = None  # only with a source in ``sources["price_usd"]``
+    aliases: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+    measured: Measured | None = None
+    notes: str = ""
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def slug(self) -> str:
+        """A file-name form of the name (``geforce-rtx-3060``)."""
+        return slugify(self.name)
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        """Memory bandwidth to predict with: the measured copy rate when there is one, else the datasheet's."""
+        if self.measured and self.measured.memory_bandwidth_bytes_per_s:
+            return float(self.measured.memory_bandwidth_bytes_per_s)
+        return float(self.memory_bandwidth_bytes_per_s)
+
+    @property
+    def bandwidth_basis(self) -> str:
+        """``"measured"`` or ``"datasheet"``: where :attr:`bandwidth_bytes_per_s` comes from."""
+        return "measured" if self.measured and self.measured.memory_bandwidth_bytes_per_s else "datasheet"
+
+    @property
+    def compute_major(self) -> int | None:
+        """The major compute capability (8 for "8.6"), or None when unknown."""
+        if not self.compute_capability:
+            return None
+        try:
+            return int(str(self.compute_capability).split(".")[0])
+        except ValueError:
+            return None
+
+    @property
+    def supports_bf16(self) -> bool | None:
+        """True on compute capability 8.0 and newer (native bf16), None when unknown; CPUs emulate it."""
+        if self.kind == "cpu":
+            return True
+        major = self.compute_major
+        return None if major is None else major >= 8
+
+    def with_measured(self, measured: Measured) -> HardwareProfile:
+        """A copy with these measured figures (replacing earlier ones)."""
+        return dataclasses.replace(self, measured=measured)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in the TOML layout (unset optional fields left out)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.aliases:
+            out["aliases"] = list(self.aliases)
+        out["kind"] = self.kind
+        out["memory_bytes"] = int(self.memory_bytes)
+        out["memory_bandwidth_bytes_per_s"] = _number(self.memory_bandwidth_bytes_per_s)
+        for key in ("compute_capability", "peak_fp16_flops_per_s", "price_usd"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = _number(value) if isinstance(value, float) else value
+        if self.notes:
+            out["notes"] = self.notes
+        if self.sources:
+            out["sources"] = dict(self.sources)
+        if self.measured is not None and self.measured.to_dict():
+            out["measured"] = {k: _number(v) if isinstance(v, float) else v for k, v in self.measured.to_dict().items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> HardwareProfile:
+        """Build from parsed TOML; raises BadInputError naming the file and the bad field."""
+        where = str(path) if path else "profile"
+        try:
+            name = str(data["name"])
+            kind = str(data.get("kind", "cuda"))
+            memory = int(data["memory_bytes"])
+            bandwidth = float(data["memory_bandwidth_bytes_per_s"])
+        except KeyError as exc:
+            raise BadInputError(
+                f"{where} lacks required field {exc.args[0]!r} (name, memory_bytes, memory_bandwidth_bytes_per_s)"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{where} has a non-numeric memory or bandwidth figure ({exc})") from None
+        if kind not in KINDS:
+            raise BadInputError(f"{where}: kind {kind!r} must be one of {', '.join(KINDS)}")
+        if memory <= 0 or bandwidth <= 0 or not math.isfinite(bandwidth):
+            raise BadInputError(f"{where}: memory_bytes and memory_bandwidth_bytes_per_s must be positive")
+        price = data.get("price_usd")
+        sources = {str(k): str(v) for k, v in dict(data.get("sources", {})).items()}
+        if price is not None and "price_usd" not in sources:
+            raise BadInputError(f"{where}: price_usd needs a source (add sources.price_usd naming where it is from)")
+        measured = data.get("measured")
+        peak = data.get("peak_fp16_flops_per_s")
+        cc = data.get("compute_capability")
+        return cls(
+            name=name,
+            kind=kind,
+            memory_bytes=memory,
+            memory_bandwidth_bytes_per_s=bandwidth,
+            compute_capability=None if cc is None else str(cc),
+            peak_fp16_flops_per_s=None if peak is None else float(peak),
+            price_usd=None if price is None else float(price),
+            aliases=tuple(str(a) for a in data.get("aliases", ())),
+            sources=sources,
+            measured=Measured.from_dict(measured) if isinstance(measured, Mapping) else None,
+            notes=str(data.get("notes", "")),
+            path=path,
+        )
+
+
+def _number(value: float) -> int | float:
+    """Whole floats as ints (TOML reads back the same value, and files stay readable)."""
+    return int(value) if float(value).is_integer() and abs(value) < 2**63 else float(value)
+
+
+def normalize_name(name: str) -> str:
+    """A card name with vendor words, case, spaces and punctuation removed, for matching."""
+    text = name.lower()
+    for word in _NOISE_WORDS:
+        text = text.replace(word, " ")
+    return re.sub(r"[^a-z0-9]+", "", text)
+
+
+# --------------------------------------------------------------------------- TOML files
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to a profile")
+
+
+def dumps_profile(profile: HardwareProfile) -> str:
+    """The profile as TOML text (scalars first, then the [sources] and [measured] tables)."""
+    data = profile.to_dict()
+    lines = [f"# {profile.name}: datasheet figures with their sources; [measured] is written by 'bench profile'."]
+    tables = {k: data.pop(k) for k in ("sources", "measured") if k in data}
+    for key, value in data.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for table, values in tables.items():
+        lines.append("")
+        lines.append(f"[{table}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def save_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Path:
+    """Write a profile file (folders created); returns the path written."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps_profile(profile)
+    tomllib.loads(text)  # never write a file that cannot be read back
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
+    """Read one profile file; errors name the file."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"profile file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"profile file {p} is not valid TOML ({exc})") from None
+    return HardwareProfile.from_dict(data, p)
+
+
+# --------------------------------------------------------------------------- folders and lookup
+
+
+def shipped_profiles_dir() -> Path:
+    """The repository's ``profiles/gpus`` folder (next to the package), or ``./profiles/gpus``."""
+    repo = Path(__file__).resolve().parents[2] / "profiles" / "gpus"
+    return repo if repo.is_dir() else Path.cwd() / "profiles" / "gpus"
+
+
+def profile_dirs(extra: Iterable[str | os.PathLike[str]] | None = None) -> list[Path]:
+    """Folders searched, later ones overriding earlier: shipped, then ``BENCH_PROFILES_DIR``, then ``extra``."""
+    dirs = [shipped_profiles_dir()]
+    env = os.environ.get(PROFILES_ENV)
+    if env:
+        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
+    dirs.extend(Path(p) for p in (extra or ()))
+    return dirs
+
+
+def load_profiles(dirs: Sequence[str | os.PathLike[str]] | None = None) -> list[HardwareProfile]:
+    """Every profile in the given folders (default :func:`profile_dirs`); later folders override by name.
+
+    A folder that does not exist is an error when named explicitly, so a typo is not silently ignored.
+    """
+    chosen = [Path(d) for d in dirs] if dirs is not None else profile_dirs()
+    explicit = dirs is not None
+    by_name: dict[str, HardwareProfile] = {}
+    for d in chosen:
+        if not d.is_dir():
+            if explicit or d != shipped_profiles_dir():
+                raise BadInputError(f"profiles folder {d} does not exist; create it or point --profiles elsewhere")
+            continue
+        for f in sorted(d.glob("*.toml")):
+            prof = load_profile(f)
+            by_name[normalize_name(prof.name)] = prof
+    return sorted(by_name.values(), key=lambda p: (p.kind, p.memory_bytes, p.memory_bandwidth_bytes_per_s, p.name))
+
+
+def _keys(profile: HardwareProfile) -> list[str]:
+    return [normalize_name(n) for n in (profile.name, *profile.aliases)] + [normalize_name(profile.slug)]
+
+
+def find_profile(name: str, profiles: Sequence[HardwareProfile]) -> HardwareProfile | None:
+    """The profile whose name or alias matches ``name`` (ignoring case, spaces and vendor words), else None."""
+    wanted = normalize_name(name)
+    if not wanted:
+        return None
+    for prof in profiles:
+        if wanted in _keys(prof):
+            return prof
+    return None
+
+
+def get_profile(name: str, profiles: Sequence[HardwareProfile] | None = None) -> HardwareProfile:
+    """Look a card up by name or alias; an unknown name is an error listing the closest profile names."""
+    pool = list(profiles) if profiles is not None else load_profiles()
+    found = find_profile(name, pool)
+    if found is not None:
+        return found
+    names = [p.name for p in pool]
+    by_key = {}
+    for p in pool:
+        for key in _keys(p):
+            by_key.setdefault(key, p.name)
+    close_keys = difflib.get_close_matches(normalize_name(name), list(by_key), n=5, cutoff=0.4)
+    close = list(dict.fromkeys([by_key[k] for k in close_keys] + difflib.get_close_matches(name, names, n=3)))
+    hint = f"closest: {', '.join(close[:4])}" if close else f"known: {', '.join(names)}"
+    raise BadInputError(
+        f"no hardware profile named {name!r} ({hint}); add a TOML file to a folder given with --profiles "
+        f"or {PROFILES_ENV}, or run 'bench profile' on that card"
+    )
+
+
+def profile_for_device_name(device_name: str, profiles: Sequence[HardwareProfile]) -> HardwareProfile | None:
+    """The profile of a record's ``device_name`` ("NVIDIA GeForce RTX 3060"), or None when none matches."""
+    return find_profile(device_name, profiles)

@@ -1,0 +1,98 @@
+"""The frozen, hashable description of one measured case, separate from how it is timed."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+SCENARIOS = ("generate", "encode")
+
+T = TypeVar("T")
+
+
+def from_known_fields(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build dataclass ``cls`` from ``data``, ignoring keys it has no field for (newer schema versions)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, order=True)
+class CaseSpec:
+    """What is measured: model, weights, precision, scenario and shape. Identity for resume and compare."""
+
+    model: str
+    precision: str
+    scenario: str
+    batch_size: int
+    context_tokens: int
+    new_tokens: int = 0
+    weights: str = "random"
+    attn_implementation: str = "sdpa"
+    device: str = "cpu"
+    suite: str = "adhoc"
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """A short stable identifier of the case (independent of the suite it came from)."""
+        ident = {k: v for k, v in self.to_dict().items() if k != "suite"}
+        digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+        shape = f"b{self.batch_size}/L{self.context_tokens}/n{self.new_tokens}"
+        return f"{self.model}/{self.precision}/{self.scenario}/{shape}/{digest}"
+
+    @property
+    def label(self) -> str:
+        """A short human name: model, precision, scenario and shape (``phi-3-mini fp16 generate b1 L128 n64``)."""
+        shape = f"b{self.batch_size} L{self.context_tokens}"
+        if self.scenario == "generate":
+            shape += f" n{self.new_tokens}"
+        weights = "" if self.weights == "random" else f" [{self.weights}]"
+        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}"
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        """Cases that share a loaded model: same model, weights, precision and device."""
+        return (self.model, self.weights, self.precision, self.device)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus generated tokens per sequence."""
+        return self.context_tokens + self.new_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseSpec:
+        """Inverse of :meth:`to_dict`; ignores unknown keys from newer schema versions."""
+        return from_known_fields(cls, data)
+
+    def with_(self, **changes: Any) -> CaseSpec:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How a case is timed: warm-up, repetitions, duration and the noise threshold."""
+
+    warmup_runs: int = 1
+    min_repetitions: int = 3
+    max_repetitions: int = 50
+    min_duration_s: float = 0.0
+    noisy_cv: float = 0.10
+    timeout_s: float = 600.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimingPolicy:
+        """Inverse of :meth:`to_dict`."""
+        return from_known_fields(cls, data)

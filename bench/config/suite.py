@@ -1,0 +1,236 @@
+"""Suites: TOML files of models x precisions x scenarios x batch sizes x contexts x new tokens, and their policy."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bench.config.models import DECODER, resolve_source
+from bench.config.precision import get_precision
+from bench.config.spec import SCENARIOS, CaseSpec, TimingPolicy
+from bench.errors import BadInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_TOP_KEYS = {"name", "description", "device", "policy", "group"}
+_GROUP_KEYS = {
+    "models",
+    "precisions",
+    "scenario",
+    "batch_sizes",
+    "contexts",
+    "new_tokens",
+    "attn_implementation",
+    "seed",
+}
+_POLICY_KEYS = {f.name for f in fields(TimingPolicy)}
+
+
+@dataclass(frozen=True)
+class Group:
+    """One block of a suite: the cross product of its lists is its cases."""
+
+    models: tuple[str, ...]
+    precisions: tuple[str, ...]
+    contexts: tuple[int, ...]
+    batch_sizes: tuple[int, ...] = (1,)
+    new_tokens: tuple[int, ...] = (32,)
+    scenario: str | None = None  # default: generate for decoders, encode for encoders
+    attn_implementation: str = "sdpa"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named set of cases and how to time them."""
+
+    name: str
+    description: str
+    device: str
+    policy: TimingPolicy
+    groups: tuple[Group, ...]
+    source: str = ""
+    weights: str = "random"
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def cases(self) -> list[CaseSpec]:
+        """Every case of the suite, validated (unknown names and over-long sequences are refused)."""
+        return expand(self)
+
+
+def shipped_suites() -> dict[str, str]:
+    """Names and descriptions of the suites shipped with the package."""
+    out = {}
+    for entry in sorted(resources.files("bench.config.suites").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            out[entry.name[:-5]] = str(data.get("description", ""))
+    return out
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A shipped suite by name, or a suite TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise BadInputError(f"suite file {path} does not exist")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        names = shipped_suites()
+        if name_or_path not in names:
+            raise BadInputError(
+                f"unknown suite {name_or_path!r}; choose one of: {', '.join(names)} or pass a .toml file"
+            )
+        text = resources.files("bench.config.suites").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
+        source = f"bench/suites/{name_or_path}.toml"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"suite {source} is not valid TOML: {exc}") from exc
+    return parse_suite(data, source)
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadInputError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _int_list(value: Any, key: str, where: str, minimum: int) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in items):
+        raise BadInputError(f"{where}: key {key!r} must be a non-empty list of integers >= {minimum}, got {value!r}")
+    return tuple(items)
+
+
+def _str_list(value: Any, key: str, where: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) and v for v in items):
+        raise BadInputError(f"{where}: key {key!r} must be a non-empty list of strings, got {value!r}")
+    return tuple(items)
+
+
+def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
+    """Validate a parsed TOML suite; every error names the file and the key."""
+    _check_keys(data, _TOP_KEYS, source)
+    policy_data = data.get("policy", {})
+    if not isinstance(policy_data, dict):
+        raise BadInputError(f"{source}: key 'policy' must be a table")
+    _check_keys(policy_data, _POLICY_KEYS, f"{source} [policy]")
+    try:
+        policy = TimingPolicy(**policy_data)
+    except TypeError as exc:
+        raise BadInputError(f"{source} [policy]: {exc}") from exc
+    for key in ("warmup_runs", "min_repetitions", "max_repetitions"):
+        value = getattr(policy, key)
+        if not isinstance(value, int) or value < (0 if key == "warmup_runs" else 1):
+            raise BadInputError(f"{source} [policy]: key {key!r} must be a positive integer, got {value!r}")
+    if policy.max_repetitions < policy.min_repetitions:
+        raise BadInputError(f"{source} [policy]: 'max_repetitions' is below 'min_repetitions'")
+    raw_groups = data.get("group")
+    if not isinstance(raw_groups, list) or not raw_groups:
+        raise BadInputError(f"{source}: needs at least one [[group]] table with models, precisions and contexts")
+    groups = []
+    for i, g in enumerate(raw_groups, start=1):
+        where = f"{source} [[group]] #{i}"
+        if not isinstance(g, dict):
+            raise BadInputError(f"{where}: must be a table")
+        _check_keys(g, _GROUP_KEYS, where)
+        for required in ("models", "precisions", "contexts"):
+            if required not in g:
+                raise BadInputError(f"{where}: missing key {required!r}")
+        scenario = g.get("scenario")
+        if scenario is not None and scenario not in SCENARIOS:
+            raise BadInputError(f"{where}: key 'scenario' must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        groups.append(
+            Group(
+                models=_str_list(g["models"], "models", where),
+                precisions=_str_list(g["precisions"], "precisions", where),
+                contexts=_int_list(g["contexts"], "contexts", where, 1),
+                batch_sizes=_int_list(g.get("batch_sizes", [1]), "batch_sizes", where, 1),
+                new_tokens=_int_list(g.get("new_tokens", [32]), "new_tokens", where, 1),
+                scenario=scenario,
+                attn_implementation=str(g.get("attn_implementation", "sdpa")),
+                seed=int(g.get("seed", 0)),
+            )
+        )
+    device = data.get("device", "cpu")
+    if not isinstance(device, str):
+        raise BadInputError(f"{source}: key 'device' must be a string like 'cpu' or 'cuda'")
+    return Suite(
+        str(data.get("name", Path(source).stem)),
+        str(data.get("description", "")),
+        device,
+        policy,
+        tuple(groups),
+        source,
+    )
+
+
+def expand(suite: Suite) -> list[CaseSpec]:
+    """The cases of a suite, with command-line overrides applied, each validated against its model."""
+    o = suite.overrides
+    device = o.get("device") or suite.device
+    cases: list[CaseSpec] = []
+    for g in suite.groups:
+        models = o.get("models") or g.models
+        for model in models:
+            weights = o.get("weights", suite.weights)
+            source = resolve_source(model, weights)
+            scenario = g.scenario or ("generate" if source.family == DECODER else "encode")
+            if o.get("models") and g.scenario and ((scenario == "generate") != (source.family == DECODER)):
+                scenario = "generate" if source.family == DECODER else "encode"
+            new_tokens = (o.get("new_tokens") or g.new_tokens) if scenario == "generate" else (0,)
+            for precision, batch, context, new in itertools.product(
+                o.get("precisions") or g.precisions,
+                o.get("batch_sizes") or g.batch_sizes,
+                o.get("contexts") or g.contexts,
+                new_tokens,
+            ):
+                get_precision(precision)
+                if context + new > source.max_positions:
+                    raise BadInputError(
+                        f"{model}: prompt of {context} plus {new} new tokens is {context + new} tokens, over the "
+                        f"model's maximum of {source.max_positions}; use a shorter --context or fewer --new-tokens"
+                    )
+                cases.append(
+                    CaseSpec(
+                        model=model,
+                        precision=precision,
+                        scenario=scenario,
+                        batch_size=batch,
+                        context_tokens=context,
+                        new_tokens=new,
+                        weights=weights,
+                        attn_implementation=g.attn_implementation,
+                        device=device,
+                        suite=suite.name,
+                        seed=g.seed,
+                    )
+                )
+    if not cases:
+        raise BadInputError(f"suite {suite.name} has no cases")
+    return cases
+
+
+def with_overrides(suite: Suite, **overrides: Any) -> Suite:
+    """The suite with command-line overrides (lists replace the suite's lists in every group)."""
+    clean = {k: v for k, v in overrides.items() if v}
+    return Suite(
+        suite.name,
+        suite.description,
+        suite.device,
+        suite.policy,
+        suite.groups,
+        suite.source,
+        suite.weights,
+        {**suite.overrides, **clean},
+    )

@@ -1,0 +1,1 @@
+"""Running cases: runner, worker processes, loading, scenarios, memory meters, environment, telemetry, profiling."""

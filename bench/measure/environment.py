@@ -1,0 +1,152 @@
+"""The environment envelope of a run: hardware, drivers, library versions, harness commit, time."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BadInputError
+from bench.measure.worker import cpu_name
+from bench.results.store import ENVIRONMENT_FILE
+from bench.units import utc_now
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The harness's git commit (with '+dirty' when the tree has changes), or None outside a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _ram_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:
+        return None
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device (imports torch, does not create a context)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _gpus() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from bench.measure.telemetry.gpu_check import inspect_gpus
+
+    state: dict[str, Any] = inspect_gpus()
+    gpus = [{k: g.get(k) for k in ("index", "name", "uuid", "memory_bytes")} for g in state.get("gpus", [])]
+    if not gpus and cuda_available():
+        import torch
+
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "uuid": str(getattr(props, "uuid", "")),
+                    "memory_bytes": int(props.total_memory),
+                }
+            )
+    return gpus, state
+
+
+def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[str, Any]:
+    """Everything a reader needs to trust or reproduce a run."""
+    torch_version = _version("torch")
+    cuda = None
+    try:
+        import torch
+
+        cuda = torch.version.cuda
+    except ImportError:
+        pass
+    gpus, state = _gpus()
+    drivers = {g.get("driver") for g in state.get("gpus", []) if g.get("driver")}
+    driver = ", ".join(sorted(drivers)) or None
+    return {
+        "run_id": uuid.uuid4().hex[:12],
+        "created_utc": utc_now(),
+        "suite": suite,
+        "host": socket.gethostname(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "ram_bytes": _ram_bytes(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch_version,
+        "transformers": _version("transformers"),
+        "bitsandbytes": _version("bitsandbytes"),
+        "accelerate": _version("accelerate"),
+        "harness": _version("llm-bench"),
+        "cuda": cuda,
+        "driver": driver,
+        "gpus": gpus,
+        "gpu_state": state,
+        "git_commit": git_commit(),
+        "argv": list(argv if argv is not None else sys.argv),
+    }
+
+
+def write_environment(run_dir: Path, env: dict[str, Any]) -> Path:
+    """Write (or, on resume, keep the first and append later runs under 'resumed') the run's environment."""
+    path = run_dir / ENVIRONMENT_FILE
+    if path.is_file():
+        try:
+            first = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            first = None
+        if isinstance(first, dict):
+            first.setdefault("resumed", []).append(env)
+            env = first
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(env, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_environment(run_dir: Path) -> dict[str, Any]:
+    """The run's environment (the first envelope of a merged run, all of them under 'envelopes'); {} if none."""
+    from bench.results.envelopes import read_envelopes
+
+    try:
+        envelopes = read_envelopes(run_dir)
+    except BadInputError:
+        return {}
+    if not envelopes:
+        return {}
+    return {**envelopes[0], "envelopes": envelopes} if len(envelopes) > 1 else envelopes[0]

@@ -1,0 +1,1 @@
+"""Reports: document model, Markdown and HTML, plots, terminal tables."""

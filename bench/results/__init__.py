@@ -1,0 +1,1 @@
+"""Records, the metric formulas, the run folder and merging shards."""

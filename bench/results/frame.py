@@ -1,0 +1,44 @@
+"""Records as a flat pandas DataFrame for reports, claims and comparisons (read-only view)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from bench.results.record import Record
+
+SPEC_COLUMNS = (
+    "model",
+    "precision",
+    "scenario",
+    "batch_size",
+    "context_tokens",
+    "new_tokens",
+    "weights",
+    "attn_implementation",
+    "suite",
+)
+
+
+def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per record: spec fields, status, device, derived metrics, memory bytes, telemetry summary, flags."""
+    rows = []
+    for r in records:
+        row: dict[str, object] = {c: getattr(r.spec, c) for c in SPEC_COLUMNS}
+        row.update(
+            key=r.spec.key,
+            status=r.status,
+            error=r.error,
+            device=r.device,
+            device_name=r.device_name,
+            host=r.host,
+            run_id=r.run_id,
+            flags=",".join(r.flags),
+            wall_s=r.wall_s,
+        )
+        row.update(r.metrics)
+        row.update(r.memory.to_dict())
+        row.update({f"telemetry_{k}": v for k, v in r.telemetry.items() if not isinstance(v, (dict, list))})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,166 @@
+"""One immutable record per measured case: identity, status, raw samples, memory, telemetry, flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config.spec import CaseSpec, TimingPolicy, from_known_fields
+from bench.results import metrics
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Every timed repetition, in seconds. Generate fills ttft/e2e/itl; encode fills latency."""
+
+    ttft_s: tuple[float, ...] = ()
+    e2e_s: tuple[float, ...] = ()
+    itl_s: tuple[tuple[float, ...], ...] = ()
+    latency_s: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (lists)."""
+        return {
+            "ttft_s": list(self.ttft_s),
+            "e2e_s": list(self.e2e_s),
+            "itl_s": [list(r) for r in self.itl_s],
+            "latency_s": list(self.latency_s),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Samples:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            ttft_s=tuple(data.get("ttft_s", ())),
+            e2e_s=tuple(data.get("e2e_s", ())),
+            itl_s=tuple(tuple(r) for r in data.get("itl_s", ())),
+            latency_s=tuple(data.get("latency_s", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Memory of one case in bytes (see DESIGN.md, "Memory semantics"); None where not measurable."""
+
+    weights_bytes: int | None = None
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    nvml_process_peak_bytes: int | None = None
+    baseline_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    host_peak_rss_bytes: int | None = None
+    host_baseline_rss_bytes: int | None = None
+    device_total_bytes: int | None = None
+    memory_cap_bytes: int | None = None
+    nvml_method: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Memory:
+        """Inverse of :meth:`to_dict`; ignores unknown keys."""
+        return from_known_fields(cls, data)
+
+
+@dataclass(frozen=True)
+class Record:
+    """The result of one case. Statistics are derived from ``samples`` by :attr:`metrics`."""
+
+    spec: CaseSpec
+    status: str
+    run_id: str = ""
+    policy: TimingPolicy = field(default_factory=TimingPolicy)
+    error: str | None = None
+    device: str = "cpu"
+    device_name: str = ""
+    host: str = ""
+    started_utc: str = ""
+    wall_s: float = 0.0
+    samples: Samples = field(default_factory=Samples)
+    memory: Memory = field(default_factory=Memory)
+    model_info: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"record status {self.status!r} is not one of {', '.join(STATUSES)}")
+
+    @property
+    def ok(self) -> bool:
+        """True when the case was measured."""
+        return self.status == "ok"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Derived statistics (medians, percentiles, rates) computed from the raw samples."""
+        s = self.spec
+        if s.scenario == "generate":
+            return metrics.generate_metrics(
+                self.samples.ttft_s,
+                self.samples.e2e_s,
+                self.samples.itl_s,
+                s.batch_size,
+                s.context_tokens,
+                s.new_tokens,
+            )
+        return metrics.encode_metrics(self.samples.latency_s, s.batch_size, s.context_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for one JSONL line; ``metrics`` is included for readers but recomputed on load."""
+        return {
+            "schema": self.schema,
+            "run_id": self.run_id,
+            "key": self.spec.key,
+            "spec": self.spec.to_dict(),
+            "policy": self.policy.to_dict(),
+            "status": self.status,
+            "error": self.error,
+            "device": self.device,
+            "device_name": self.device_name,
+            "host": self.host,
+            "started_utc": self.started_utc,
+            "wall_s": self.wall_s,
+            "samples": self.samples.to_dict(),
+            "memory": self.memory.to_dict(),
+            "model_info": self.model_info,
+            "quantization": self.quantization,
+            "telemetry": self.telemetry,
+            "flags": list(self.flags),
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            spec=CaseSpec.from_dict(data["spec"]),
+            status=data["status"],
+            run_id=data.get("run_id", ""),
+            policy=TimingPolicy.from_dict(data.get("policy", {})),
+            error=data.get("error"),
+            device=data.get("device", "cpu"),
+            device_name=data.get("device_name", ""),
+            host=data.get("host", ""),
+            started_utc=data.get("started_utc", ""),
+            wall_s=float(data.get("wall_s", 0.0)),
+            samples=Samples.from_dict(data.get("samples", {})),
+            memory=Memory.from_dict(data.get("memory", {})),
+            model_info=dict(data.get("model_info", {})),
+            quantization=dict(data.get("quantization", {})),
+            telemetry=dict(data.get("telemetry", {})),
+            flags=tuple(data.get("flags", ())),
+            schema=int(data.get("schema", SCHEMA_VERSION)),
+        )
+
+    def replace(self, **changes: Any) -> Record:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,1 @@
+"""Regression tracking: the gate, baselines, exports."""
