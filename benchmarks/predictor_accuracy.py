@@ -3,7 +3,7 @@
 On a CPU (the default): every case runs in a fresh process with the harness's loader and scenarios
 (``bench.measure.profiler.measure_host_case``); the measured figure is the run's resident-memory high-water
 mark minus the process's resident memory before the model was loaded, and the prediction is
-``bench.predict.predictor.predict_memory`` for this host. Tiny configs (phi-3-tiny, bert-tiny) at every
+``bench.predict.memory.predict_memory`` for this host. Tiny configs (phi-3-tiny, bert-tiny) at every
 precision and layer-reduced full-width configs (phi-3-mini-2l, bert-base-2l).
 
 On a GPU: ``--results DIR`` compares the records of a GPU run folder (``nvml_process_peak_bytes``, what
@@ -91,7 +91,7 @@ def relative_error(predicted: float, measured: float) -> float:
 def run_cpu(cases: Sequence[Case], threads: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Measure and predict every case on this CPU; one row per case."""
     from bench.measure.profiler import measure_host_case
-    from bench.predict.predictor import predict_memory
+    from bench.predict.memory import predict_memory
 
     profile = host_profile()
     rows = []
@@ -118,12 +118,12 @@ def run_records(results: Path, profiles_dirs: Sequence[str] = ()) -> list[dict[s
     """Compare a run folder's GPU records (nvml_process_peak_bytes) with predictions for their cards."""
     from bench.config.hardware import find_profile, load_profiles, profile_dirs
     from bench.errors import BadInputError
-    from bench.predict.predictor import predict_memory
-    from bench.results.store import load_records
+    from bench.predict.memory import predict_memory
+    from bench.results.run_folder import RunFolder
 
     profiles = load_profiles(profile_dirs(profiles_dirs))
     rows = []
-    for r in load_records(results):
+    for r in RunFolder(results).load_records():
         if r.status != "ok" or not str(r.device).startswith("cuda"):
             continue
         measured = r.memory.nvml_process_peak_bytes

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Shared fakes (fake NVML, synthetic and report records) import by module name from every test folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

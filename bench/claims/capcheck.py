@@ -18,8 +18,7 @@ from typing import Any
 from bench.claims.verdicts import MEASURED_GPU, Claim, ClaimVerdict, evidence_of, judge_claim
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.results.record import Record
-
-CAPPED_DIR = "capped"
+from bench.results.run_folder import RunFolder
 
 RunCases = Callable[[Sequence[CaseSpec], TimingPolicy, Any], list[Record]]
 MakeOptions = Callable[[Path, int], Any]
@@ -40,11 +39,6 @@ class CapPlan:
     def runnable(self) -> bool:
         """True when there is a cap and at least one case to run under it."""
         return self.cap_bytes is not None and bool(self.cases) and not self.reason
-
-
-def capped_dir(run_dir: Path, claim_id: str) -> Path:
-    """Where the capped records of one claim are kept inside a run folder."""
-    return Path(run_dir) / CAPPED_DIR / claim_id
 
 
 def plan_capped_check(claim: Claim, records: Sequence[Record]) -> CapPlan:
@@ -94,7 +88,7 @@ def run_capped_check(
     if not plan.runnable or plan.cap_bytes is None:
         return plan, None
     policy = next((r.policy for r in records if r.spec in plan.cases and r.status == "ok"), TimingPolicy())
-    out = run_cases(list(plan.cases), policy, make_options(capped_dir(run_dir, claim.id), plan.cap_bytes))
+    out = run_cases(list(plan.cases), policy, make_options(RunFolder(run_dir).capped(claim.id).root, plan.cap_bytes))
     capped = [_with_cap(r, plan.cap_bytes) for r in out]
     return plan, judge_claim(claim, capped)
 

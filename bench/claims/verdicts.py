@@ -1,34 +1,25 @@
-"""Claims as data, and the pure verdict logic that judges them on records (DESIGN.md, "Claims").
+"""The pure verdict logic that judges claims on records (DESIGN.md, "Claims").
 
-A claim names a model, its precisions, a scenario and a byte budget. Memory is judged on
-``memory.nvml_process_peak_bytes`` (what nvidia-smi shows: CUDA context plus allocator
-reservations); a record with status ``oom`` on a GPU is a measurement that the case does not fit.
-Where no GPU measured a case, the verdict says so: host-memory evidence is shown but never judged,
-and a prediction (from an injected ``predict(spec) -> bytes | None``) is labelled a prediction.
+Memory is judged on ``memory.nvml_process_peak_bytes`` (what nvidia-smi shows: CUDA context plus
+allocator reservations); a record with status ``oom`` on a GPU is a measurement that the case does
+not fit. Where no GPU measured a case, the verdict says so: host-memory evidence is shown but never
+judged, and a prediction (from an injected ``predict(spec) -> bytes | None``) is labelled a
+prediction. A claim is judged point by point (:func:`context_verdicts`), then each line of points
+and the claim as a whole are rolled up (:func:`roll_up`); :func:`judge_claim` does both.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from bench.claims.definitions import Claim
 from bench.config.spec import CaseSpec
-from bench.errors import BadInputError
 from bench.results.record import Record
 from bench.units import GB
-from bench.units import GiB as GIB
 from bench.units import MiB as MIB
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 # Evidence kinds, strongest first.
 MEASURED_GPU = "measured-gpu"
@@ -59,167 +50,6 @@ NO_EVIDENCE = "no evidence"
 SYMBOLS = {True: "✅", False: "❌", None: "⚠️"}
 
 Predictor = Callable[[CaseSpec], "int | None"]
-
-_UNITS = {
-    "b": 1,
-    "byte": 1,
-    "bytes": 1,
-    "kib": 1 << 10,
-    "mib": MIB,
-    "gib": GIB,
-    "tib": 1 << 40,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": GB,
-    "tb": 10**12,
-}
-_BUDGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*$")
-
-
-def parse_bytes(text: str | int) -> int:
-    """A byte count from "8 GiB", "6144 MiB", "16 GB" (decimal: 16e9) or a plain integer of bytes."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text <= 0:
-            raise BadInputError(f"budget {text} must be a positive number of bytes")
-        return text
-    match = _BUDGET_RE.match(str(text))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise BadInputError(
-            f"budget {text!r} is not a size with a unit; write e.g. '8 GiB' (8192 MiB, what a card's box calls 8 GB), "
-            "'6144 MiB' or '16 GB' (decimal, 16e9 bytes)"
-        )
-    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if value <= 0:
-        raise BadInputError(f"budget {text!r} must be larger than zero")
-    return int(round(value))
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A memory claim: which cases (model, precisions, scenario, batch sizes) must fit in how many bytes.
-
-    ``"*"`` matches any model, precision or scenario. ``contexts`` are the contexts the claim expects
-    to see judged (a missing one is a gap; empty means "whatever was measured"); records at other
-    contexts (e.g. from a boundary search) are judged too. ``new_tokens`` is used only to build the
-    specs of missing cases for a prediction.
-    """
-
-    id: str
-    title: str
-    budget_bytes: int
-    budget_text: str
-    stated_as: str = ""
-    model: str = "*"
-    precisions: tuple[str, ...] = ("*",)
-    scenario: str = "*"
-    batch_sizes: tuple[int, ...] = ()
-    contexts: tuple[int, ...] = ()
-    new_tokens: int | None = None
-    source: str = ""
-    note: str = ""
-
-    def matches(self, spec: CaseSpec) -> bool:
-        """True when a case falls under this claim."""
-        return (
-            self.model in ("*", spec.model)
-            and ("*" in self.precisions or spec.precision in self.precisions)
-            and self.scenario in ("*", spec.scenario)
-            and (not self.batch_sizes or spec.batch_size in self.batch_sizes)
-        )
-
-    @property
-    def concrete(self) -> bool:
-        """True when model, precisions and scenario are named (so missing cases can be listed)."""
-        return self.model != "*" and "*" not in self.precisions and self.scenario != "*"
-
-    def describe_cases(self) -> str:
-        """The cases the claim covers, in words."""
-        model = "every model" if self.model == "*" else self.model
-        precisions = "every precision" if "*" in self.precisions else "/".join(self.precisions)
-        scenario = "every scenario" if self.scenario == "*" else self.scenario
-        return f"{model}, {precisions}, {scenario}"
-
-
-def _claim_from_table(data: dict[str, Any], where: str) -> Claim:
-    def need(key: str) -> Any:
-        if key not in data:
-            raise BadInputError(f"{where}: claim {data.get('id', '?')!r} has no {key!r}; add it")
-        return data[key]
-
-    known = {
-        "id",
-        "title",
-        "budget",
-        "stated_as",
-        "model",
-        "precisions",
-        "scenario",
-        "batch_sizes",
-        "contexts",
-        "new_tokens",
-        "source",
-        "note",
-    }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BadInputError(
-            f"{where}: claim {data.get('id', '?')!r} has unknown key(s) {', '.join(unknown)}; "
-            f"valid keys: {', '.join(sorted(known))}"
-        )
-    precisions = need("precisions") if "precisions" in data else ["*"]
-    if isinstance(precisions, str):
-        precisions = [precisions]
-    contexts = data.get("contexts", [])
-    if not all(isinstance(c, int) and c > 0 for c in contexts):
-        raise BadInputError(f"{where}: claim {data['id']!r} contexts {contexts!r} must be positive integers")
-    budget = need("budget")
-    return Claim(
-        id=str(need("id")),
-        title=str(need("title")),
-        budget_bytes=parse_bytes(budget),
-        budget_text=str(budget),
-        stated_as=str(data.get("stated_as", "")),
-        model=str(data.get("model", "*")),
-        precisions=tuple(str(p) for p in precisions),
-        scenario=str(data.get("scenario", "*")),
-        batch_sizes=tuple(int(b) for b in data.get("batch_sizes", [])),
-        contexts=tuple(sorted(set(contexts))),
-        new_tokens=data.get("new_tokens"),
-        source=str(data.get("source", "")),
-        note=str(data.get("note", "")),
-    )
-
-
-def parse_claims(text: str, where: str = "claims file") -> list[Claim]:
-    """Claims from TOML text: a list of ``[[claim]]`` tables."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInputError(f"{where} is not valid TOML ({exc}); fix it or pass another --claims file") from exc
-    tables = data.get("claim")
-    if not isinstance(tables, list) or not tables:
-        raise BadInputError(f"{where} has no [[claim]] tables; see bench/claims/default.toml for the format")
-    claims = [_claim_from_table(t, where) for t in tables]
-    ids = Counter(c.id for c in claims)
-    repeated = [i for i, n in ids.items() if n > 1]
-    if repeated:
-        raise BadInputError(f"{where}: claim id(s) {', '.join(repeated)} appear more than once; make ids unique")
-    return claims
-
-
-def default_claims_text() -> str:
-    """The TOML text of the claims shipped with the package."""
-    return resources.files("bench").joinpath("claims", "default.toml").read_text(encoding="utf-8")
-
-
-def load_claims(path: str | Path | None = None) -> list[Claim]:
-    """The claims of a user's TOML file, or the shipped defaults when ``path`` is None."""
-    if path is None:
-        return parse_claims(default_claims_text(), "bench/claims/default.toml")
-    p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"claims file {p} does not exist; pass a TOML file with [[claim]] tables")
-    return parse_claims(p.read_text(encoding="utf-8"), str(p))
 
 
 def evidence_of(record: Record) -> str:
@@ -476,25 +306,10 @@ def _dominant_new_tokens(records: Sequence[Record]) -> int:
     return counts.most_common(1)[0][0] if counts else 0
 
 
-def judge_claim(
-    claim: Claim,
-    records: Iterable[Record],
-    *,
-    predict: Predictor | None = None,
-    device: str = "",
-    device_name: str = "",
-) -> ClaimVerdict:
-    """Judge a claim on the records of one device (pass one device's records; never mix GPUs).
-
-    GPU records are judged on the NVML process peak (OOM: does not fit). Records without a GPU
-    measurement show host memory and, with ``predict``, a labelled prediction. Contexts the claim
-    expects but no record has are gaps (predicted when ``predict`` is given). The overall verdict
-    uses GPU measurements when there are any, else predictions.
-    """
-    matching = [r for r in records if claim.matches(r.spec)]
-    if matching and not device:
-        device, device_name = matching[0].device, matching[0].device_name
-    gaps: list[str] = []
+def _judge_records(
+    claim: Claim, matching: Sequence[Record], predict: Predictor | None, gaps: list[str]
+) -> tuple[list[ContextVerdict], set[tuple[str, int]], set[tuple[str, int]]]:
+    """A verdict per measured record (a failed run is a gap); the (precision, context) judged and accounted for."""
     verdicts: list[ContextVerdict] = []
     judged_at: set[tuple[str, int]] = set()
     accounted: set[tuple[str, int]] = set()
@@ -514,25 +329,79 @@ def judge_claim(
         else:
             verdicts.append(gpu_context_verdict(claim, r, evidence))
         judged_at.add((s.precision, s.context_tokens))
+    return verdicts, judged_at, accounted
+
+
+def _expected_contexts(
+    claim: Claim,
+    matching: Sequence[Record],
+    predict: Predictor | None,
+    judged_at: set[tuple[str, int]],
+    accounted: set[tuple[str, int]],
+    gaps: list[str],
+) -> list[ContextVerdict]:
+    """Gaps for a concrete claim's precisions and contexts no record has, and predictions where ``predict`` is given."""
+    new_tokens = claim.new_tokens if claim.new_tokens is not None else _dominant_new_tokens(matching)
+    batch = claim.batch_sizes[0] if claim.batch_sizes else 1
+    verdicts: list[ContextVerdict] = []
+    for precision in claim.precisions:
+        if not claim.contexts and precision not in {p for p, _ in accounted}:
+            gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)}")
+        missing = [c for c in claim.contexts if (precision, c) not in accounted]
+        if missing:
+            listed = ", ".join(str(c) for c in missing)
+            gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)} at {listed} tokens")
+        for context in claim.contexts:
+            if (precision, context) not in judged_at and predict is not None:
+                spec = CaseSpec(claim.model, precision, claim.scenario, batch, context, new_tokens)
+                v = _predicted(claim, spec, predict, None)
+                if v.evidence == PREDICTED:
+                    verdicts.append(v)
+    return verdicts
+
+
+def context_verdicts(
+    claim: Claim, records: Iterable[Record], *, predict: Predictor | None = None
+) -> tuple[list[ContextVerdict], list[str]]:
+    """A claim judged point by point on one device's records: the per-context verdicts and the gaps.
+
+    GPU records are judged on the NVML process peak (OOM: does not fit). Records without a GPU
+    measurement show host memory and, with ``predict``, a labelled prediction. Contexts a concrete
+    claim expects but no record has are gaps (predicted when ``predict`` is given). The verdicts
+    come in the order judged (records by model, precision, batch, context; then predictions).
+    """
+    matching = [r for r in records if claim.matches(r.spec)]
+    gaps: list[str] = []
+    verdicts, judged_at, accounted = _judge_records(claim, matching, predict, gaps)
     if claim.concrete:
-        new_tokens = claim.new_tokens if claim.new_tokens is not None else _dominant_new_tokens(matching)
-        batch = claim.batch_sizes[0] if claim.batch_sizes else 1
-        for precision in claim.precisions:
-            if not claim.contexts and precision not in {p for p, _ in accounted}:
-                gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)}")
-            missing = [c for c in claim.contexts if (precision, c) not in accounted]
-            if missing:
-                listed = ", ".join(str(c) for c in missing)
-                gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)} at {listed} tokens")
-            for context in claim.contexts:
-                if (precision, context) not in judged_at and predict is not None:
-                    spec = CaseSpec(claim.model, precision, claim.scenario, batch, context, new_tokens)
-                    v = _predicted(claim, spec, predict, None)
-                    if v.evidence == PREDICTED:
-                        verdicts.append(v)
+        verdicts += _expected_contexts(claim, matching, predict, judged_at, accounted, gaps)
     elif not matching:
         gaps.append(f"no record of any case this claim covers ({claim.describe_cases()})")
+    return verdicts, gaps
 
+
+def _overall_evidence(measured: Sequence[ContextVerdict]) -> str:
+    """The evidence a judged claim rests on: predictions, or GPU measurements (capped if any was)."""
+    if not measured:
+        return PREDICTED
+    if any(v.evidence == MEASURED_GPU_CAPPED for v in measured):
+        return MEASURED_GPU_CAPPED
+    return MEASURED_GPU
+
+
+def roll_up(
+    claim: Claim,
+    verdicts: Sequence[ContextVerdict],
+    gaps: Sequence[str] = (),
+    *,
+    device: str = "",
+    device_name: str = "",
+) -> ClaimVerdict:
+    """The claim's verdict from its per-context verdicts: per series and overall holds / fails / holds up to C.
+
+    The roll-up uses GPU measurements when there are any, else predictions; host-memory points
+    alone give "not measured on a GPU", no point at all "no evidence".
+    """
     measured = [v for v in verdicts if v.measured and v.fits is not None]
     predicted = [v for v in verdicts if v.evidence == PREDICTED]
     judged = measured or predicted
@@ -540,30 +409,47 @@ def judge_claim(
     evidence: str | None
     if judged:
         status, up_to, fails_from = _status_over_contexts(judged)
-        if not measured:
-            evidence = PREDICTED
-        elif any(v.evidence == MEASURED_GPU_CAPPED for v in measured):
-            evidence = MEASURED_GPU_CAPPED
-        else:
-            evidence = MEASURED_GPU
+        evidence = _overall_evidence(measured)
     else:
         status = NOT_MEASURED if verdicts else NO_EVIDENCE
         up_to = fails_from = None
         evidence = HOST_MEMORY if verdicts else None
-    verdicts.sort(key=lambda v: (v.model, v.precision, v.scenario, v.batch_size, v.new_tokens, v.context_tokens))
+    ordered = sorted(
+        verdicts, key=lambda v: (v.model, v.precision, v.scenario, v.batch_size, v.new_tokens, v.context_tokens)
+    )
     return ClaimVerdict(
         claim=claim,
         device=device,
         device_name=device_name,
         status=status,
         evidence=evidence,
-        contexts=tuple(verdicts),
+        contexts=tuple(ordered),
         series=_series_verdicts(judged),
         holds_up_to=up_to,
         fails_from=fails_from,
         gaps=tuple(gaps),
         evidence_kinds=kinds,
     )
+
+
+def judge_claim(
+    claim: Claim,
+    records: Iterable[Record],
+    *,
+    predict: Predictor | None = None,
+    device: str = "",
+    device_name: str = "",
+) -> ClaimVerdict:
+    """Judge a claim on the records of one device (pass one device's records; never mix GPUs).
+
+    :func:`context_verdicts` judges every point, :func:`roll_up` gives the series and the overall
+    verdict; ``device`` and ``device_name`` default to the first matching record's.
+    """
+    matching = [r for r in records if claim.matches(r.spec)]
+    if matching and not device:
+        device, device_name = matching[0].device, matching[0].device_name
+    verdicts, gaps = context_verdicts(claim, matching, predict=predict)
+    return roll_up(claim, verdicts, gaps, device=device, device_name=device_name)
 
 
 def judge_claims(

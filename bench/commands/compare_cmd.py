@@ -13,9 +13,8 @@ from rich.table import Table
 
 from bench.errors import BadInputError
 from bench.report.comparison import render_markdown, render_terminal
-from bench.results.envelopes import read_envelopes
 from bench.results.merge import merge_runs
-from bench.results.store import load_records, results_path
+from bench.results.run_folder import RunFolder
 from bench.track import baseline as baselines
 from bench.track.compare import SPEED_METRICS, CompareSettings, compare_records
 from bench.track.export import FORMATS, export_records, save_to_pytest_benchmark_storage, write_json
@@ -55,9 +54,10 @@ def _metric_threshold(text: str) -> tuple[str, float]:
 
 
 def _records_or_fail(run_dir: str, what: str) -> list:
-    records = load_records(run_dir)
+    folder = RunFolder(run_dir)
+    records = folder.load_records()
     if not records:
-        raise BadInputError(f"{what} {results_path(run_dir)} holds no records")
+        raise BadInputError(f"{what} {folder.results_file} holds no records")
     return records
 
 
@@ -73,11 +73,11 @@ def _compare(args: argparse.Namespace) -> int:
         bootstrap_resamples=args.bootstrap_resamples,
     )
     current = _records_or_fail(args.current, "current run")
-    current_envs = read_envelopes(args.current)
+    current_envs = RunFolder(args.current).read_envelopes()
     extra_warnings: list[str] = []
     if args.baseline:
         base = _records_or_fail(args.baseline, "baseline run")
-        base_envs = read_envelopes(args.baseline)
+        base_envs = RunFolder(args.baseline).read_envelopes()
     else:
         devices = sorted({r.device_name for r in current})
         base, base_envs, missing = baselines.load_baselines_for(args.profiles_dir, devices)
@@ -159,7 +159,8 @@ def _baseline_show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     """Write records in another tool's format."""
     records = _records_or_fail(args.run_dir, "run")
-    document = export_records(records, args.format, read_envelopes(args.run_dir), device_name=args.device_name)
+    envelopes = RunFolder(args.run_dir).read_envelopes()
+    document = export_records(records, args.format, envelopes, device_name=args.device_name)
     if args.storage:
         if args.format != "pytest-benchmark":
             raise BadInputError("--storage is for --format pytest-benchmark; use --out FILE for the others")

@@ -84,11 +84,11 @@ def _profiles(extra: list[str]) -> list[Any]:
 
 
 def _records(folders: list[Path]) -> list[Any]:
-    from bench.results.store import load_records
+    from bench.results.run_folder import RunFolder
 
     out: list[Any] = []
     for folder in folders:
-        out.extend(load_records(folder))
+        out.extend(RunFolder(folder).load_records())
     return out
 
 
@@ -103,7 +103,8 @@ def predict_command(args: argparse.Namespace) -> int:
     from bench.config.hardware import get_profile, load_profile
     from bench.config.models import DECODER, get_model
     from bench.config.precision import get_precision
-    from bench.predict.predictor import largest_batch, predict_decode, predict_memory
+    from bench.predict.memory import largest_batch, predict_memory
+    from bench.predict.speed import predict_decode
 
     entry = get_model(args.model)
     get_precision(args.precision)
@@ -210,7 +211,8 @@ def advise_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.config.hardware import get_profile
-    from bench.predict.advisor import Requirement, advise, advisor_summary_markdown, cheapest, plot_advice, render_table
+    from bench.predict.advisor import Requirement, advise, cheapest
+    from bench.report.advice import advisor_summary_markdown, plot_advice, render_table
     from bench.units import GiB as GIB
 
     profiles = _profiles(args.profiles)

@@ -18,10 +18,13 @@ from typing import Any
 
 from bench.claims.boundary import DEFAULT_TOLERANCE_TOKENS, find_boundaries
 from bench.claims.capcheck import run_capped_check
-from bench.claims.verdicts import Claim, Predictor, load_claims
+from bench.claims.definitions import Claim, load_claims
+from bench.claims.verdicts import Predictor
 from bench.errors import BadInputError
-from bench.predict.predictor import claims_predictor
-from bench.report.build import BOUNDARY_DIR, build_report, group_by_device, load_run
+from bench.predict.claims_adapter import claims_predictor
+from bench.report.build import build_report
+from bench.report.run_data import group_by_device, load_run
+from bench.results.run_folder import RunFolder
 
 
 def write_report(
@@ -84,7 +87,7 @@ def find_claim_boundaries(
         def make_options(out: Path) -> Any:
             return options_cls(out_dir=out, run_id=run_id)
 
-    options = make_options(run_dir / BOUNDARY_DIR)
+    options = make_options(RunFolder(run_dir).boundary().root)
     notes: list[str] = []
     gpu_groups = [g for g in group_by_device(data.records + data.boundary_records) if g.gpu]
     if not gpu_groups:

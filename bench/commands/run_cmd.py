@@ -141,9 +141,10 @@ def run_command(args: argparse.Namespace) -> int:
     import dataclasses
 
     from bench.config.precision import get_precision, require_bitsandbytes
-    from bench.measure.environment import collect_environment, write_environment
+    from bench.measure.environment import collect_environment
     from bench.measure.runner import RunOptions, run_cases
     from bench.report.progress import CaseProgress
+    from bench.results.run_folder import RunFolder
 
     suite = build_suite(args)
     cases = suite.cases
@@ -166,16 +167,20 @@ def run_command(args: argparse.Namespace) -> int:
             policy, min_repetitions=args.repetitions, max_repetitions=max(args.repetitions, policy.max_repetitions)
         )
     out = args.out or Path("reports") / f"{suite.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    if args.resume and not (out / "results.jsonl").is_file():
-        raise BadInputError(f"--resume: {out / 'results.jsonl'} does not exist; drop --resume to start a new run")
-    if not args.resume and (out / "results.jsonl").is_file():
+    folder = RunFolder(out)
+    if args.resume and not folder.has_results():
+        raise BadInputError(f"--resume: {folder.results_file} does not exist; drop --resume to start a new run")
+    if not args.resume and folder.has_results():
         raise BadInputError(f"{out} already holds results; pass --resume to complete it, or choose another --out")
     cap = int(args.memory_cap * 2**30) if args.memory_cap else None
     if cap is not None and not device.startswith("cuda"):
         raise BadInputError("--memory-cap simulates a smaller GPU and needs --device cuda")
-    out.mkdir(parents=True, exist_ok=True)
+    folder.create()
+    if args.resume:
+        for side in folder.repair():
+            print(f"bench: warning: a last line cut by a crash was moved aside to {side}", file=sys.stderr)
     env = collect_environment(suite.name)
-    write_environment(out, env)
+    folder.record_environment(env)
     for warning in env.get("gpu_state", {}).get("warnings", []) or []:
         print(f"bench: warning: {warning}", file=sys.stderr)
     options = RunOptions(
@@ -194,7 +199,7 @@ def run_command(args: argparse.Namespace) -> int:
     print_summary(records)
     if not args.no_report:
         _write_report(out)
-    print(f"bench: records in {out / 'results.jsonl'}", file=sys.stderr)
+    print(f"bench: records in {folder.results_file}", file=sys.stderr)
     return 0
 
 

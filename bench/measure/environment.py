@@ -1,9 +1,11 @@
-"""The environment envelope of a run: hardware, drivers, library versions, harness commit, time."""
+"""The environment envelope of a run: hardware, drivers, library versions, harness commit, time.
+
+It is written into the run folder by :meth:`bench.results.run_folder.RunFolder.record_environment`.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import socket
@@ -13,9 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BadInputError
 from bench.measure.worker import cpu_name
-from bench.results.store import ENVIRONMENT_FILE
 from bench.units import utc_now
 
 
@@ -120,33 +120,3 @@ def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[
         "git_commit": git_commit(),
         "argv": list(argv if argv is not None else sys.argv),
     }
-
-
-def write_environment(run_dir: Path, env: dict[str, Any]) -> Path:
-    """Write (or, on resume, keep the first and append later runs under 'resumed') the run's environment."""
-    path = run_dir / ENVIRONMENT_FILE
-    if path.is_file():
-        try:
-            first = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            first = None
-        if isinstance(first, dict):
-            first.setdefault("resumed", []).append(env)
-            env = first
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(env, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def read_environment(run_dir: Path) -> dict[str, Any]:
-    """The run's environment (the first envelope of a merged run, all of them under 'envelopes'); {} if none."""
-    from bench.results.envelopes import read_envelopes
-
-    try:
-        envelopes = read_envelopes(run_dir)
-    except BadInputError:
-        return {}
-    if not envelopes:
-        return {}
-    return {**envelopes[0], "envelopes": envelopes} if len(envelopes) > 1 else envelopes[0]

@@ -113,7 +113,7 @@ def measure_cuda(device: str = "cuda", *, torch_module: Any = None, nvml: Any = 
     Call it in a process that has not touched CUDA yet, so the context can be measured.
     """
     from bench.measure.telemetry import gpu_check as gpu_state
-    from bench.measure.telemetry.sampler import parse_device
+    from bench.measure.telemetry.nvml import parse_device
 
     torch = torch_module
     if torch is None:

@@ -20,8 +20,7 @@ from typing import Any
 
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.results.record import Memory, Record
-from bench.results.store import append_record, completed_keys, results_path
-from bench.results.timelines import write_timeline
+from bench.results.run_folder import RunFolder
 
 PRELOAD = ["torch", "transformers", "bench.measure.worker"]
 # bitsandbytes takes seconds to import; preloading it is safe only where no CUDA device is used (its
@@ -185,7 +184,7 @@ def _died_message(exitcode: int | None) -> str:
 
 def pending_cases(cases: Sequence[CaseSpec], options: RunOptions) -> list[CaseSpec]:
     """The cases still to run: all of them, or with ``resume`` those without a record; no duplicates."""
-    done = completed_keys(options.out_dir) if options.resume else set()
+    done = RunFolder(options.out_dir).completed_keys() if options.resume else set()
     seen: set[str] = set()
     todo = []
     for case in cases:
@@ -276,9 +275,8 @@ class _SilentProgress:
 
 
 def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptions) -> list[Record]:
-    """Run every pending case, appending each record to ``out_dir/results.jsonl`` as it ends."""
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    path = results_path(options.out_dir)
+    """Run every pending case, appending each record to the run folder ``out_dir`` as it ends."""
+    folder = RunFolder(options.out_dir).create()
     todo = order_for_groups(pending_cases(cases, options))
     if not options.in_process:
         from bench.config.precision import bitsandbytes_available, get_precision
@@ -298,9 +296,9 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
             for spec in todo:
                 progress.start_case(spec)
                 record, timeline = executor.run(spec, policy)
-                append_record(path, record)
+                folder.append(record)
                 if timeline:
-                    write_timeline(options.out_dir, record.spec.key, timeline)
+                    folder.append_timeline(record.spec.key, timeline)
                 records.append(record)
                 if options.on_record is not None:
                     options.on_record(record)

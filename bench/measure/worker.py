@@ -17,8 +17,8 @@ from bench.measure.loader import LoadedModel, load_model
 from bench.measure.memory import CudaPeaks, host_peak_rss_bytes, host_rss_bytes, kv_cache_bytes, reset_host_peak
 from bench.measure.quantization import weights_bytes
 from bench.measure.scenarios import Clock, device_sync, make_prompt, repeat_until, run_encode, run_generate
-from bench.measure.telemetry.sampler import add_per_unit
-from bench.measure.telemetry.sampler import quality_flags as telemetry_flags
+from bench.measure.telemetry.summary import add_per_unit
+from bench.measure.telemetry.summary import quality_flags as telemetry_flags
 from bench.results.metrics import coefficient_of_variation
 from bench.results.record import Memory, Record, Samples
 from bench.units import utc_now
@@ -209,7 +209,7 @@ class CaseRunner:
         """Create the CUDA context once, measure it, and apply the simulated card size (``memory_cap_bytes``)."""
         if not device.startswith("cuda") or device in self._device_total:
             return
-        from bench.measure.telemetry.sampler import device_used_bytes
+        from bench.measure.telemetry.nvml import device_used_bytes
 
         index = int(device.split(":", 1)[1])
         # what the card holds before this process touches it: the fallback when NVML cannot see our PID

@@ -1,1 +1,12 @@
-"""Memory and speed prediction for cards the user does not own, and the purchase advisor."""
+"""Memory and speed prediction for cards the user does not own, and the purchase advisor.
+
+- :mod:`.architecture`: the model's tensors, read from the model transformers builds on the meta device
+- :mod:`.weights`: bytes of the loaded weights, bitsandbytes' storage and quantization state included
+- :mod:`.kv_cache`: KV-cache bytes per token and the cache's length over a generation
+- :mod:`.activations`: short-lived tensors of prefill, a decode step and an encoder forward, stage by stage
+- :mod:`.fixed_costs`: CUDA context, cuBLAS workspaces, allocator rounding; the CPU calibration
+- :mod:`.memory`: the predicted peak, composed of the terms above (:func:`~.memory.predict_memory`)
+- :mod:`.speed`: decode tokens/s from memory bandwidth and measured efficiencies
+- :mod:`.claims_adapter`: the predictor as the callable the claims verdicts take
+- :mod:`.advisor`: which card fits which model x precision x context, and the cheapest that meets a need
+"""

@@ -7,21 +7,21 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from bench.track.compare import (
+from bench.track.settings import MEMORY_METRIC
+from bench.track.verdicts import (
     COMPARED,
     FAILED,
     FIXED,
     IMPROVEMENT,
     INSUFFICIENT,
-    MEMORY_METRIC,
     NOT_SIGNIFICANT,
     REGRESSION,
     UNCHANGED,
     CaseComparison,
     Comparison,
     MetricComparison,
-    MiB,
 )
+from bench.units import MiB
 
 _STYLE = {
     REGRESSION: "bold red",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
 from bench.report.document import Block, Heading, Image, Para, Table
 from bench.report.timeline import plot_timeline
 from bench.results.record import Record
-from bench.results.timelines import read_timelines
+from bench.results.run_folder import RunFolder
 
 
 def _median(frame: pd.DataFrame, column: str) -> float | None:
@@ -80,8 +79,7 @@ def pick_timeline_case(records: Sequence[Record], timelines: dict[str, list[dict
 def telemetry_blocks(
     records: Sequence[Record],
     frame: pd.DataFrame,
-    run_dir: Path,
-    out_dir: Path,
+    folder: RunFolder,
     prefix: str,
     label: str,
     make_plots: bool = True,
@@ -104,7 +102,7 @@ def telemetry_blocks(
         blocks.append(
             Para("Energy is not measured on a CPU; the timeline shows CPU utilisation and resident memory.", "note")
         )
-    timelines = read_timelines(run_dir)
+    timelines = folder.read_timelines()
     case = pick_timeline_case(records, timelines)
     if case is not None and make_plots:
         s = case.spec
@@ -113,6 +111,6 @@ def telemetry_blocks(
             f"L={s.context_tokens} on {case.device_name or case.device}"
         )
         name = f"{prefix}timeline.png"
-        plot_timeline(timelines[s.key], out_dir / name, title)
+        plot_timeline(timelines[s.key], folder.plot_file(name), title)
         blocks.append(Image(name, title))
     return blocks

@@ -1,50 +1,18 @@
-"""Reading a run folder's environment envelope(s): one dict per run, or a list of them after a merge."""
+"""Environment envelopes (one dict per run; a list of them after a merge): matching records to them and
+comparing their versions. Reading and writing them is :class:`bench.results.run_folder.RunFolder`'s."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-from bench.errors import BadInputError
 from bench.results.record import Record
-from bench.results.store import ENVIRONMENT_FILE, results_path
 
 # Library versions whose change can move speed or memory; a comparison names every difference.
 LIBRARY_KEYS = ("torch", "transformers", "bitsandbytes")
 # Versions below the libraries that also move the numbers; named as information.
 PLATFORM_KEYS = ("cuda", "driver")
-
-
-def environment_path(run_dir: str | os.PathLike[str]) -> Path:
-    """Where a run folder keeps its environment envelope(s)."""
-    return results_path(run_dir).parent / ENVIRONMENT_FILE
-
-
-def read_envelopes(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The envelopes of a run folder: ``[]`` when it has none, a list of one for a single run, all of a merged run."""
-    path = environment_path(run_dir)
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path} is not valid JSON ({exc}); restore it from the run or delete it") from exc
-    if isinstance(data, dict):
-        return [data]
-    if isinstance(data, list) and all(isinstance(e, dict) for e in data):
-        return list(data)
-    raise BadInputError(f"{path} must hold an object or a list of objects, not {type(data).__name__}")
-
-
-def write_envelopes(run_dir: str | os.PathLike[str], envelopes: Sequence[dict[str, Any]]) -> Path:
-    """Write envelopes as a list (the merged-run form) into a run folder; returns the file written."""
-    path = environment_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(envelopes), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    return path
 
 
 def unique_envelopes(envelopes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

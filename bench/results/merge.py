@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import BadInputError
-from bench.results.envelopes import environment_path, read_envelopes, unique_envelopes, write_envelopes
+from bench.results.envelopes import unique_envelopes
 from bench.results.record import Record
-from bench.results.store import append_record, load_records, results_path
+from bench.results.run_folder import RunFolder
 
 
 def _latest_by_identity(records: Sequence[Record]) -> dict[tuple[str, str], Record]:
@@ -32,24 +32,24 @@ def merge_runs(dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLik
     """
     if not dirs:
         raise BadInputError("nothing to merge: name the run folders of the shards or machines")
-    out = Path(out_dir)
+    out = RunFolder(out_dir)
     sources: list[Path] = []
     for d in dirs:
         p = Path(d)
-        if p.resolve() == out.resolve():
+        if p.resolve() == out.root.resolve():
             raise BadInputError(f"cannot merge {p} into itself; choose another --out folder")
         if p.resolve() not in {s.resolve() for s in sources}:
             sources.append(p)
-    if results_path(out).exists():
-        raise BadInputError(f"{results_path(out)} already exists; merge into a new folder")
+    if out.results_file.exists():
+        raise BadInputError(f"{out.results_file} already exists; merge into a new folder")
     seen: dict[tuple[str, str], Path] = {}
     merged: list[Record] = []
     envelopes: list[dict] = []
     for src in sources:
-        has_results = results_path(src).is_file()
-        if not has_results and not environment_path(src).is_file():
-            raise BadInputError(f"{src} is not a run folder (no results.jsonl or environment.json)")
-        records = list(_latest_by_identity(load_records(src)).values()) if has_results else []
+        folder = RunFolder(src)
+        if not folder.is_run_folder():
+            raise BadInputError(f"{src} is not a run folder (no {folder.RESULTS} or {folder.ENVIRONMENT})")
+        records = list(_latest_by_identity(folder.load_records()).values()) if folder.has_results() else []
         for r in records:
             ident = (r.device_name, r.spec.key)
             if ident in seen:
@@ -59,11 +59,8 @@ def merge_runs(dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLik
                 )
             seen[ident] = src
         merged += records
-        envelopes += read_envelopes(src)
-    out.mkdir(parents=True, exist_ok=True)
-    path = results_path(out)
-    path.touch()
-    for r in merged:
-        append_record(path, r)
-    write_envelopes(out, unique_envelopes(envelopes))
+        envelopes += folder.read_envelopes()
+    out.create(with_results=True)
+    out.append_all(merged)
+    out.write_envelopes(unique_envelopes(envelopes))
     return merged

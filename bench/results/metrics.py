@@ -1,10 +1,20 @@
-"""Metric formulas (the vLLM / GenAI-Perf / MLPerf definitions), derived from raw samples only."""
+"""Metric formulas (the vLLM / GenAI-Perf / MLPerf definitions), derived from raw samples only.
+
+Per repetition: :func:`prefill_rates`, :func:`decode_rates`, :func:`tpot_values`,
+:func:`encode_token_rates`, and :func:`speed_samples` (the series the regression gate tests and
+the exports' ranges use). Per case: :func:`generate_metrics` and :func:`encode_metrics`, medians
+over those series; ``Record.metrics`` calls them.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # record.py imports this module
+    from bench.results.record import Record
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -36,6 +46,68 @@ def token_times_to_sample(start_s: float, token_times_s: Sequence[float]) -> tup
     return ttft, e2e, gaps
 
 
+# --------------------------------------------------------------------------- per repetition
+
+
+def prefill_rates(ttft_s: Sequence[float], batch_size: int, context_tokens: int) -> list[float]:
+    """Prefill tokens/s of every repetition: B*L / TTFT (inf where the TTFT is not positive)."""
+    return [batch_size * context_tokens / t if t > 0 else math.inf for t in ttft_s]
+
+
+def decode_seconds(ttft_s: Sequence[float], e2e_s: Sequence[float]) -> list[float]:
+    """Decode time of every repetition: E2E - TTFT (the repetitions' lists must be equally long)."""
+    return [e - t for t, e in zip(ttft_s, e2e_s, strict=True)]
+
+
+def decode_rates(ttft_s: Sequence[float], e2e_s: Sequence[float], batch_size: int, new_tokens: int) -> list[float]:
+    """Decode tokens/s of every repetition: B*(N - 1) / (E2E - TTFT) (inf where decoding took no time); [] for N < 2."""
+    if new_tokens < 2:
+        return []
+    return [batch_size * (new_tokens - 1) / d if d > 0 else math.inf for d in decode_seconds(ttft_s, e2e_s)]
+
+
+def tpot_values(ttft_s: Sequence[float], e2e_s: Sequence[float], new_tokens: int) -> list[float]:
+    """Time per output token of every repetition: (E2E - TTFT) / (N - 1); [] for N < 2."""
+    if new_tokens < 2:
+        return []
+    return [d / (new_tokens - 1) for d in decode_seconds(ttft_s, e2e_s)]
+
+
+def encode_token_rates(latency_s: Sequence[float], batch_size: int, sequence_tokens: int) -> list[float]:
+    """Encoded tokens/s of every repetition: B*L / latency (inf where the latency is not positive)."""
+    return [batch_size * sequence_tokens / t if t > 0 else math.inf for t in latency_s]
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def speed_samples(record: Record, metric: str) -> list[float]:
+    """Per-repetition values of a speed metric of a record, from its raw samples with the formulas above.
+
+    ``metric``: ``ttft_s``, ``e2e_s``, ``latency_s`` (the samples themselves), or a rate:
+    ``prefill_tokens_per_s``, ``decode_tokens_per_s``, ``tokens_per_s`` (encode). A repetition
+    without a finite rate (a non-positive duration) is left out.
+    """
+    s, smp = record.spec, record.samples
+    if metric == "ttft_s":
+        return list(smp.ttft_s)
+    if metric == "e2e_s":
+        return list(smp.e2e_s)
+    if metric == "latency_s":
+        return list(smp.latency_s)
+    if metric == "prefill_tokens_per_s":
+        return _finite(prefill_rates(smp.ttft_s, s.batch_size, s.context_tokens))
+    if metric == "decode_tokens_per_s":
+        return _finite(decode_rates(smp.ttft_s, smp.e2e_s, s.batch_size, s.new_tokens))
+    if metric == "tokens_per_s":
+        return _finite(encode_token_rates(smp.latency_s, s.batch_size, s.context_tokens))
+    raise ValueError(f"{metric!r} is not a speed metric")
+
+
+# --------------------------------------------------------------------------- per case
+
+
 def generate_metrics(
     ttft_s: Sequence[float],
     e2e_s: Sequence[float],
@@ -54,16 +126,13 @@ def generate_metrics(
     out = {
         "ttft_s": statistics.median(ttft_s),
         "e2e_s": statistics.median(e2e_s),
-        "prefill_tokens_per_s": statistics.median(batch_size * context_tokens / t for t in ttft_s),
+        "prefill_tokens_per_s": statistics.median(prefill_rates(ttft_s, batch_size, context_tokens)),
         "e2e_cv": coefficient_of_variation(e2e_s),
         "repetitions": float(len(e2e_s)),
     }
     if new_tokens > 1:
-        decode = [e - t for t, e in zip(ttft_s, e2e_s, strict=True)]
-        out["tpot_s"] = statistics.median(d / (new_tokens - 1) for d in decode)
-        out["decode_tokens_per_s"] = statistics.median(
-            batch_size * (new_tokens - 1) / d if d > 0 else math.inf for d in decode
-        )
+        out["tpot_s"] = statistics.median(tpot_values(ttft_s, e2e_s, new_tokens))
+        out["decode_tokens_per_s"] = statistics.median(decode_rates(ttft_s, e2e_s, batch_size, new_tokens))
         gaps = [g for rep in itl_s for g in rep]
         out["itl_p50_s"] = percentile(gaps, 50)
         out["itl_p90_s"] = percentile(gaps, 90)

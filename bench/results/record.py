@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.config.spec import CaseSpec, TimingPolicy, from_known_fields
+from bench.errors import BadInputError
 from bench.results import metrics
 
+# The version of the record's JSON form, stored under "schema". Records written before the field
+# existed are version 1. A change to the form bumps it and adds a step to _UPGRADES.
 SCHEMA_VERSION = 1
+FIRST_SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+
+# _UPGRADES[n] turns the dict of a version-n record into a version-(n + 1) one; one entry per
+# version from FIRST_SCHEMA_VERSION up to SCHEMA_VERSION - 1 (none yet: version 1 is the first).
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def upgrade_record_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's dict in the current schema (a new dict; the input is not changed).
+
+    A record without "schema" is version 1. A record from a newer harness raises
+    :class:`BadInputError`; an unknown or malformed version raises ValueError.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"a record is a JSON object, not {type(data).__name__}")
+    version = data.get("schema", FIRST_SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"record schema {version!r} is not a version number")
+    if version > SCHEMA_VERSION:
+        raise BadInputError(
+            f"record of schema {version} written by a newer harness (this one reads up to {SCHEMA_VERSION}); "
+            "upgrade bench"
+        )
+    if version < FIRST_SCHEMA_VERSION:
+        raise ValueError(f"record schema {version} is older than any this harness knows ({FIRST_SCHEMA_VERSION})")
+    out = dict(data)
+    for step in range(version, SCHEMA_VERSION):
+        out = _UPGRADES[step](out)
+    out["schema"] = SCHEMA_VERSION
+    return out
 
 
 @dataclass(frozen=True)
@@ -140,7 +174,8 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; a record of an older schema is upgraded first (:func:`upgrade_record_dict`)."""
+        data = upgrade_record_dict(data)
         return cls(
             spec=CaseSpec.from_dict(data["spec"]),
             status=data["status"],
@@ -158,7 +193,7 @@ class Record:
             quantization=dict(data.get("quantization", {})),
             telemetry=dict(data.get("telemetry", {})),
             flags=tuple(data.get("flags", ())),
-            schema=int(data.get("schema", SCHEMA_VERSION)),
+            schema=data["schema"],
         )
 
     def replace(self, **changes: Any) -> Record:

@@ -7,7 +7,6 @@ that spans several GPUs (a merged matrix) becomes one baseline per GPU.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -17,20 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BadInputError
-from bench.results.envelopes import (
-    LIBRARY_KEYS,
-    envelope_for,
-    read_envelopes,
-    unique_envelopes,
-    version_of,
-    write_envelopes,
-)
+from bench.results.envelopes import LIBRARY_KEYS, envelope_for, unique_envelopes, version_of
 from bench.results.record import Record
-from bench.results.store import RESULTS_FILE, append_record, load_records, results_path
+from bench.results.run_folder import RunFolder
 from bench.units import slugify, utc_now
 
 BASELINES_DIR = "baselines"
-META_FILE = "baseline.json"
 DEFAULT_PROFILES_DIR = "profiles"
 
 
@@ -62,10 +53,10 @@ def _write_run(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for record in records:
-            append_record(tmp / RESULTS_FILE, record)
-        write_envelopes(tmp, envelopes)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        folder = RunFolder(tmp)
+        folder.append_all(records)
+        folder.write_envelopes(envelopes)
+        folder.write_baseline_meta(meta)
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -86,10 +77,11 @@ def save_baseline(
     Every record is kept, failures included (a case that OOMs in the baseline and fits now is news).
     An existing baseline of the same GPU is replaced.
     """
-    records = load_records(run_dir)
+    run = RunFolder(run_dir)
+    records = run.load_records()
     if not records:
-        raise BadInputError(f"{results_path(run_dir)} has no records; run the suite before saving it as a baseline")
-    envelopes = read_envelopes(run_dir)
+        raise BadInputError(f"{run.results_file} has no records; run the suite before saving it as a baseline")
+    envelopes = run.read_envelopes()
     by_device: dict[str, list[Record]] = {}
     for r in records:
         by_device.setdefault(r.device_name, []).append(r)
@@ -125,28 +117,23 @@ def list_baselines(profiles_dir: str | os.PathLike[str] = DEFAULT_PROFILES_DIR) 
     root = Path(profiles_dir) / BASELINES_DIR
     if not root.is_dir():
         return []
-    folders = [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and (p / RESULTS_FILE).is_file()]
+    folders = [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and RunFolder(p).has_results()]
     return [read_baseline(p) for p in folders]
 
 
 def read_baseline(path: Path) -> Baseline:
     """A baseline folder's records, envelopes and metadata."""
-    meta_path = path / META_FILE
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{meta_path} is not valid JSON ({exc}); save the baseline again") from exc
-    records = tuple(load_records(path))
+    folder = RunFolder(path)
+    meta = folder.read_baseline_meta()
+    records = tuple(folder.load_records())
     name = meta.get("device_name") or (records[0].device_name if records else path.name)
-    return Baseline(path, name, records, tuple(read_envelopes(path)), meta)
+    return Baseline(path, name, records, tuple(folder.read_envelopes()), meta)
 
 
 def load_baseline(profiles_dir: str | os.PathLike[str], device_name: str) -> Baseline:
     """The stored baseline of one device; a missing one names the baselines there are and how to make one."""
     path = baseline_dir(profiles_dir, device_name)
-    if not (path / RESULTS_FILE).is_file():
+    if not RunFolder(path).has_results():
         have = ", ".join(repr(b.device_name) for b in list_baselines(profiles_dir)) or "none"
         raise BadInputError(
             f"no baseline for {device_name!r} under {Path(profiles_dir) / BASELINES_DIR} (stored: {have}); "
@@ -163,7 +150,7 @@ def load_baselines_for(
     envelopes: list[dict[str, Any]] = []
     missing = []
     for name in sorted(set(device_names)):
-        if not (baseline_dir(profiles_dir, name) / RESULTS_FILE).is_file():
+        if not RunFolder(baseline_dir(profiles_dir, name)).has_results():
             missing.append(name)
             continue
         b = load_baseline(profiles_dir, name)

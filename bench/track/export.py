@@ -24,9 +24,9 @@ from typing import Any
 from bench.config.spec import CaseSpec
 from bench.errors import BadInputError
 from bench.results.envelopes import envelope_for
-from bench.results.metrics import percentile
+from bench.results.metrics import percentile, speed_samples
 from bench.results.record import Record
-from bench.track.compare import MEMORY_FIELDS, speed_samples
+from bench.track.settings import MEMORY_FIELDS
 from bench.units import MiB
 
 PYTEST_TEST_PATH = "tests/benchmarks/test_suite_benchmark.py"

@@ -1,0 +1,280 @@
+"""The memory and speed predictor: exact full-size facts, the activation model against torch's own
+allocation record, host memory against measurement, speed arithmetic and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from synthetic_records import generate_record
+
+from bench.config.hardware import HardwareProfile, Measured
+from bench.config.precision import get_precision
+from bench.config.spec import CaseSpec
+from bench.errors import BadInputError
+from bench.predict.architecture import architecture
+from bench.predict.claims_adapter import claims_predictor
+from bench.predict.fixed_costs import CUDA_SLACK_FRACTION, DEFAULT_CUDA_CONTEXT_BYTES
+from bench.predict.kv_cache import kv_bytes_per_token
+from bench.predict.memory import largest_batch, predict_memory
+from bench.predict.speed import decode_bytes_per_step, predict_decode
+from bench.predict.weights import weight_bytes
+from bench.units import GiB
+
+MiB = 2**20
+
+# Phi-3-mini (reference/models.md): 32 layers, hidden 3072, MLP 8192, vocab 32064, no GQA, head dim 96
+LAYERS, H, INTER, VOCAB = 32, 3072, 8192, 32064
+LINEARS = [(3 * H, H), (H, H), (2 * INTER, H), (H, INTER)]  # qkv, o, gate_up, down: (out, in)
+LINEAR_NUMEL = sum(o * i for o, i in LINEARS) * LAYERS
+KEPT_NUMEL = 2 * VOCAB * H + (2 * LAYERS + 1) * H  # embeddings, lm_head, norms stay in 16 bits
+ROTARY_BUFFERS = 2 * 48 * 4  # inv_freq and original_inv_freq, float32
+
+
+def cpu_profile(capability: str = "AVX2") -> HardwareProfile:
+    return HardwareProfile(name="test host", kind="cpu", memory_bytes=64 * GiB, memory_bandwidth_bytes_per_s=2e10,
+                           measured=Measured(cpu_capability=capability))
+
+
+def gpu(name: str = "Card 12", mem_gib: int = 12, gbs: float = 360, cc: str = "8.6", **measured) -> HardwareProfile:
+    return HardwareProfile(name=name, kind="cuda", memory_bytes=mem_gib * GiB, memory_bandwidth_bytes_per_s=gbs * 1e9,
+                           compute_capability=cc, measured=Measured(**measured) if measured else None)
+
+
+# --------------------------------------------------------------------------- exact full-size facts
+
+
+def test_parameter_counts_of_the_real_configs() -> None:
+    assert architecture("phi-3-mini").parameters == 3_821_079_552
+    assert architecture("bert-base").parameters == 109_482_240
+    assert LINEAR_NUMEL + KEPT_NUMEL == 3_821_079_552
+
+
+def test_phi3_weight_bytes_per_precision() -> None:
+    arch = architecture("phi-3-mini")
+    kept16 = KEPT_NUMEL * 2 + ROTARY_BUFFERS
+    assert weight_bytes(arch, get_precision("fp32")).total_bytes == 3_821_079_552 * 4 + ROTARY_BUFFERS
+    assert weight_bytes(arch, get_precision("fp16")).total_bytes == 3_821_079_552 * 2 + ROTARY_BUFFERS
+    assert weight_bytes(arch, get_precision("bf16")).total_bytes == 7_642_159_488
+    rows = sum(o for o, _ in LINEARS) * LAYERS
+    int8 = weight_bytes(arch, get_precision("int8"))
+    assert int8.quantized_bytes == LINEAR_NUMEL  # one byte per weight
+    assert int8.quant_state_bytes == rows * 4  # float32 SCB per output row
+    assert int8.total_bytes == LINEAR_NUMEL + rows * 4 + kept16 == 4_022_344_064
+    modules = 4 * LAYERS
+    nf4 = weight_bytes(arch, get_precision("nf4"))
+    assert nf4.quantized_bytes == LINEAR_NUMEL // 2
+    assert nf4.quant_state_bytes == LINEAR_NUMEL // 64 * 4 + modules * 64  # float32 absmax per 64 + 16-entry code
+    assert nf4.total_bytes == 2_432_842_112
+    nested = sum(math.ceil(o * i / 64 / 256) for o, i in LINEARS) * LAYERS * 4
+    dq = weight_bytes(arch, get_precision("nf4-dq"))
+    assert dq.quant_state_bytes == LINEAR_NUMEL // 64 + nested + modules * (256 * 4 + 4 + 64)
+    assert dq.total_bytes == 2_263_989_120
+    assert weight_bytes(arch, get_precision("fp4")).total_bytes == nf4.total_bytes
+
+
+def test_lm_head_stays_16_bit_and_bert_pooler_is_quantized() -> None:
+    phi = {lin.name: lin.quantized for lin in architecture("phi-3-mini").linears}
+    assert phi["lm_head"] is False and sum(phi.values()) == 4 * LAYERS
+    bert = {lin.name: lin.quantized for lin in architecture("bert-base").linears}
+    assert bert["pooler.dense"] is True and all(bert.values()) and len(bert) == 6 * 12 + 1
+
+
+def test_bert_weight_bytes_per_precision() -> None:
+    arch = architecture("bert-base")
+    buffers = 2 * 512 * 8  # position_ids and token_type_ids, int64
+    assert weight_bytes(arch, get_precision("fp32")).total_bytes == 109_482_240 * 4 + buffers
+    assert weight_bytes(arch, get_precision("fp16")).total_bytes == 109_482_240 * 2 + buffers
+    linear = (4 * 768 * 768 + 2 * 768 * 3072) * 12 + 768 * 768
+    rows = (4 * 768 + 3072 + 768) * 12 + 768
+    int8 = weight_bytes(arch, get_precision("int8"))
+    assert (int8.quantized_bytes, int8.quant_state_bytes) == (linear, rows * 4)
+    assert int8.total_bytes == linear + rows * 4 + (109_482_240 - linear) * 2 + buffers
+
+
+def test_kv_bytes_per_token() -> None:
+    assert kv_bytes_per_token(architecture("phi-3-mini"), get_precision("fp16")) == 2 * 32 * 32 * 96 * 2 == 393_216
+    assert kv_bytes_per_token(architecture("phi-3-mini"), get_precision("nf4")) == 393_216  # fp16 cache
+    assert kv_bytes_per_token(architecture("phi-3-mini"), get_precision("fp32")) == 786_432
+    assert kv_bytes_per_token(architecture("bert-base"), get_precision("fp16")) == 0
+
+
+def test_full_size_prediction_parts_add_up() -> None:
+    p = predict_memory("phi-3-mini", "fp16", 4032, 1, 64, gpu())
+    assert p.weights_bytes == 7_642_159_488
+    assert p.kv_cache_final_bytes == 393_216 * (4032 + 63)
+    assert p.peak_phase == "prefill" and p.kv_cache_bytes == 393_216 * 4032
+    assert p.context_bytes == DEFAULT_CUDA_CONTEXT_BYTES
+    assert p.total_bytes == p.context_bytes + p.weights_bytes + p.kv_cache_bytes + p.activation_bytes + p.slack_bytes
+    # the MLP of the last layer: gate_up (2I), act (I) and product (I) in fp16 at once, plus hidden states
+    assert p.activation_bytes >= 4032 * 4 * INTER * 2
+    assert p.slack_bytes >= CUDA_SLACK_FRACTION * (p.kv_cache_bytes + p.activation_bytes)
+    assert p.fits and p.margin_bytes == 12 * GiB - p.total_bytes
+    assert p.label == "predicted"
+    d = p.to_dict()
+    assert isinstance(d["total_bytes"], int) and d["fits"] is True
+
+
+def test_measured_context_replaces_the_assumed_one() -> None:
+    plain = predict_memory("phi-3-mini", "nf4", 512, 1, 16, gpu())
+    measured = predict_memory("phi-3-mini", "nf4", 512, 1, 16, gpu(runtime_overhead_bytes=300 * MiB))
+    assert measured.context_bytes == 300 * MiB
+    assert plain.total_bytes - measured.total_bytes == DEFAULT_CUDA_CONTEXT_BYTES - 300 * MiB
+
+
+def test_long_generation_peaks_in_decode() -> None:
+    p = predict_memory("phi-3-tiny", "fp16", 16, 4, 1000, gpu())
+    assert p.peak_phase == "decode" and p.kv_cache_bytes == p.kv_cache_final_bytes
+
+
+def test_quantized_prefill_workspace_depends_on_the_device() -> None:
+    # on a GPU, 4-bit prefill dequantizes a whole weight; a CPU without AVX-512 runs int8 in float32
+    nf4 = predict_memory("phi-3-mini", "nf4", 1024, 1, 8, gpu())
+    fp16 = predict_memory("phi-3-mini", "fp16", 1024, 1, 8, gpu())
+    assert nf4.activation_bytes > fp16.activation_bytes
+    avx2 = predict_memory("phi-3-mini-2l", "int8", 256, 1, 8, cpu_profile("AVX2"))
+    avx512 = predict_memory("phi-3-mini-2l", "int8", 256, 1, 8, cpu_profile("AVX512"))
+    assert avx2.activation_bytes - avx512.activation_bytes >= 16384 * 3072 * 4 - 256 * 16384 * 16
+
+
+def test_batch_limit_on_a_card() -> None:
+    card = gpu("Card 8", 8)
+    limit = largest_batch("phi-3-mini", "nf4", 2048, 64, card)
+    assert limit >= 1
+    assert predict_memory("phi-3-mini", "nf4", 2048, limit, 64, card).fits
+    assert not predict_memory("phi-3-mini", "nf4", 2048, limit + 1, 64, card).fits
+    assert largest_batch("phi-3-mini", "fp16", 2048, 64, gpu("Card 6", 6)) == 0
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_context_beyond_the_model_says_the_limit() -> None:
+    with pytest.raises(BadInputError, match="maximum of 4096 positions; use a context of at most 4032"):
+        predict_memory("phi-3-mini", "fp16", 4096, 1, 64)
+    with pytest.raises(BadInputError, match="512"):
+        predict_memory("bert-base", "fp16", 600)
+
+
+@pytest.mark.parametrize("batch", [0, -3])
+def test_impossible_batch(batch: int) -> None:
+    with pytest.raises(BadInputError, match="at least 1"):
+        predict_memory("phi-3-mini", "fp16", 128, batch, 8)
+
+
+def test_other_bad_input() -> None:
+    with pytest.raises(BadInputError, match="unknown model"):
+        predict_memory("phi-4", "fp16", 128)
+    with pytest.raises(BadInputError, match="unknown precision"):
+        predict_memory("phi-3-mini", "int4", 128)
+    with pytest.raises(BadInputError, match="encoder"):
+        predict_memory("bert-base", "fp16", 128, 1, 8)
+
+
+# --------------------------------------------------------------------------- decode speed
+
+
+def test_decode_ceiling_is_bandwidth_over_bytes_read() -> None:
+    card = gpu("Card 1T", 80, 1000, "9.0")
+    per_step = decode_bytes_per_step("phi-3-mini", "fp16", 1000, 1, 65)
+    weights = 7_642_159_488 - VOCAB * H * 2 + H * 2  # the embedding table is read for one row only
+    assert per_step == int(weights + 393_216 * (1000 + 32))
+    s = predict_decode("phi-3-mini", "fp16", 1000, 1, 65, card)
+    assert s.ceiling_tokens_per_s == pytest.approx(1e12 / per_step)
+    assert s.label == "ceiling" and s.efficiency is None and s.predicted_tokens_per_s == s.ceiling_tokens_per_s
+
+
+def test_efficiency_from_measured_records() -> None:
+    card = gpu("NVIDIA H200", 141, 4800, "9.0")
+    ceiling = predict_decode("phi-3-mini", "fp16", 512, 1, 64, card).ceiling_tokens_per_s
+    rec = generate_record(precision="fp16", context=512, new_tokens=64, tpot_s=1 / (0.6 * ceiling), noise=0.0,
+                          device_name="NVIDIA H200")
+    s = predict_decode("phi-3-mini", "fp16", 1024, 1, 64, card, [rec], [card])
+    assert s.label == "predicted" and s.efficiency == pytest.approx(0.6, rel=1e-6)
+    assert s.predicted_tokens_per_s == pytest.approx(0.6 * s.ceiling_tokens_per_s)
+    assert s.measured_tokens_per_s is None  # a different context was measured
+    same = predict_decode("phi-3-mini", "fp16", 512, 1, 64, card, [rec], [card])
+    assert same.measured_tokens_per_s == pytest.approx(0.6 * ceiling)
+    # the efficiency transfers to another card when it is the only evidence, and says so
+    other = predict_decode("phi-3-mini", "fp16", 1024, 1, 64, gpu(), [rec], [card])
+    assert other.label == "predicted" and "NVIDIA H200" in other.efficiency_basis
+    assert predict_decode("phi-3-mini", "nf4", 1024, 1, 64, card, [rec], [card]).label == "ceiling"
+
+
+def test_decode_needs_a_decoder_and_a_device() -> None:
+    with pytest.raises(BadInputError, match="encoder"):
+        predict_decode("bert-base", "fp16", 128, 1, 0, gpu())
+    with pytest.raises(BadInputError, match="--gpu"):
+        predict_decode("phi-3-mini", "fp16", 128, 1, 8, None)
+
+
+def test_claims_predictor() -> None:
+    predict = claims_predictor()
+    spec = CaseSpec("phi-3-mini", "nf4-dq", "generate", 1, 2048, 64)
+    assert predict(spec) == predict_memory("phi-3-mini", "nf4-dq", 2048, 1, 64).total_bytes
+    assert predict(spec.with_(context_tokens=5000)) is None
+
+
+# --------------------------------------------------------------------------- against measurement (CPU)
+
+
+def _live_tensor_peak(model_name: str, precision: str, context: int, batch: int, new_tokens: int) -> int:
+    """The peak of live tensor bytes over one generate/encode call, from torch's own allocation record."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.config.models import DECODER, resolve_source
+    from bench.measure.loader import load_model
+    from bench.measure.scenarios import make_prompt, run_encode, run_generate
+
+    loaded = load_model(resolve_source(model_name, "random"), get_precision(precision), "cpu")
+    prompt = make_prompt(loaded.model.config.vocab_size, batch, context, 0, "cpu")
+    if loaded.source.family == DECODER:
+        def go() -> None:
+            run_generate(loaded.model, prompt, new_tokens)
+    else:
+        prompt["token_type_ids"] = torch.zeros_like(prompt["input_ids"])
+
+        def go() -> None:
+            run_encode(loaded.model, prompt)
+    go()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        go()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "precision", "context", "batch", "new"),
+    [("phi-3-tiny", "fp32", 512, 2, 4), ("phi-3-tiny", "int8", 256, 1, 4), ("phi-3-tiny", "nf4", 256, 2, 4),
+     ("bert-tiny", "fp16", 256, 4, 0)],
+)
+def test_activation_model_matches_torch_allocations(model, precision, context, batch, new) -> None:
+    import torch
+
+    measured = _live_tensor_peak(model, precision, context, batch, new)
+    capability = str(torch.backends.cpu.get_cpu_capability())
+    p = predict_memory(model, precision, context, batch, new, cpu_profile(capability))
+    predicted = p.kv_cache_bytes + p.activation_bytes
+    assert predicted == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.slow
+def test_predicted_host_peak_within_5_percent() -> None:
+    """A tiny config and a layer-reduced full-width one, measured in one fresh process."""
+    import torch
+
+    from bench.measure.profiler import measure_host_cases
+
+    cases = [("phi-3-tiny", "nf4", 128, 1, 4), ("bert-base-2l", "fp16", 64, 1, 0)]
+    profile = cpu_profile(str(torch.backends.cpu.get_cpu_capability()))
+    for (model, precision, context, batch, new), m in zip(cases, measure_host_cases(cases), strict=True):
+        p = predict_memory(model, precision, context, batch, new, profile)
+        assert m.weights_bytes == p.weights_bytes
+        assert p.total_bytes == pytest.approx(m.measured_bytes, rel=0.05), model
