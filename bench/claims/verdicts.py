@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.claims.definitions import Claim
+from bench.claims.evidence import WEAK_SYMBOLS, reading_words, weak_readings
 from bench.config.spec import CaseSpec
 from bench.results.record import Record
 from bench.units import GB
@@ -88,6 +89,7 @@ class ContextVerdict:
     device: str = ""
     device_name: str = ""
     key: str = ""
+    readings: tuple[str, ...] = ()  # weaknesses of the GPU reading (bench.claims.evidence); () for a firm one
 
     @property
     def margin_bytes(self) -> int | None:
@@ -118,12 +120,21 @@ class ContextVerdict:
 
     @property
     def symbol(self) -> str:
-        """✅ / ❌ for a GPU measurement; ⚠️ for anything that is not one."""
-        return SYMBOLS[self.fits] if self.measured else SYMBOLS[None]
+        """✅ / ❌ for a firm GPU measurement, ☑️ / ✖️ for a weak reading; ⚠️ for anything that is not one."""
+        if not self.measured:
+            return SYMBOLS[None]
+        if self.readings and self.fits is not None:
+            return WEAK_SYMBOLS[self.fits]
+        return SYMBOLS[self.fits]
 
     @property
     def text(self) -> str:
-        """The verdict in words, never hiding how it was obtained."""
+        """The verdict in words, never hiding how it was obtained (a weak reading is named)."""
+        words = self._text
+        return f"{words} ({reading_words(self.readings)})" if self.readings and self.measured else words
+
+    @property
+    def _text(self) -> str:
         if self.evidence == HOST_MEMORY:
             if self.device.startswith("cuda"):
                 return "not judged: no NVML process peak was recorded"
@@ -171,17 +182,25 @@ class ClaimVerdict:
     fails_from: int | None = None
     gaps: tuple[str, ...] = ()
     evidence_kinds: tuple[str, ...] = field(default=())
+    readings: tuple[str, ...] = ()  # weak readings among the GPU points it rests on (bench.claims.evidence)
 
     @property
     def symbol(self) -> str:
-        """✅ holds, ❌ fails, ⚠️ holds only up to a context, or not a GPU measurement, or no evidence."""
+        """✅ holds, ❌ fails (☑️ / ✖️ on a weak reading), ⚠️ holds only up to a context, or not a GPU
+        measurement, or no evidence."""
         if self.evidence not in (MEASURED_GPU, MEASURED_GPU_CAPPED):
             return SYMBOLS[None]
-        return {HOLDS: SYMBOLS[True], FAILS: SYMBOLS[False]}.get(self.status, SYMBOLS[None])
+        symbols = WEAK_SYMBOLS if self.readings else SYMBOLS
+        return {HOLDS: symbols[True], FAILS: symbols[False]}.get(self.status, SYMBOLS[None])
 
     @property
     def text(self) -> str:
-        """The overall verdict in words, with how it was obtained."""
+        """The overall verdict in words, with how it was obtained (and the weak readings it rests on)."""
+        words = self._text
+        return f"{words} ({reading_words(self.readings)})" if self.readings and self.measured_on_gpu else words
+
+    @property
+    def _text(self) -> str:
         if self.status == NO_EVIDENCE:
             where = "" if self.device.startswith("cuda") else "not measured on a GPU: "
             return f"{where}no evidence (no record of a case this claim covers)"
@@ -225,7 +244,9 @@ def gpu_context_verdict(claim: Claim, record: Record, evidence: str) -> ContextV
         fits: bool | None = None if card is not None and card < claim.budget_bytes else False
     else:
         fits = None if peak is None else peak <= claim.budget_bytes
-    return _context(claim, record.spec, evidence, fits, record, peak_bytes=peak, oom=oom)
+    return _context(
+        claim, record.spec, evidence, fits, record, peak_bytes=peak, oom=oom, readings=weak_readings(record)
+    )
 
 
 def _context(
@@ -429,6 +450,7 @@ def roll_up(
         fails_from=fails_from,
         gaps=tuple(gaps),
         evidence_kinds=kinds,
+        readings=tuple(dict.fromkeys(r for v in measured for r in v.readings)),
     )
 
 

@@ -8,11 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from bench.errors import BadInputError
-from bench.report.comparison import render_markdown, render_terminal
 from bench.results.merge import merge_runs
 from bench.results.run_folder import RunFolder
 from bench.track import baseline as baselines
@@ -63,6 +59,10 @@ def _records_or_fail(run_dir: str, what: str) -> list:
 
 def _compare(args: argparse.Namespace) -> int:
     """Compare a run with a baseline run, or with the stored baselines of its GPUs."""
+    from rich.console import Console
+
+    from bench.report.comparison import render_markdown, render_terminal
+
     settings = CompareSettings(
         threshold=parse_fraction(args.threshold),
         metric_thresholds=tuple(_metric_threshold(t) for t in args.metric_threshold),
@@ -71,16 +71,22 @@ def _compare(args: argparse.Namespace) -> int:
         memory_tolerance_bytes=parse_size(args.memory_tolerance_bytes),
         require_same_versions=args.require_same_versions,
         bootstrap_resamples=args.bootstrap_resamples,
+        min_baseline_runs=args.min_baseline_runs,
+        allow_inconclusive=args.allow_inconclusive,
     )
     current = _records_or_fail(args.current, "current run")
     current_envs = RunFolder(args.current).read_envelopes()
     extra_warnings: list[str] = []
+    run_of: dict[str, str] | None = None
     if args.baseline:
         base = _records_or_fail(args.baseline, "baseline run")
         base_envs = RunFolder(args.baseline).read_envelopes()
+        if RunFolder(args.baseline).baseline_meta_file.is_file():  # a stored baseline folder, maybe of several runs
+            run_of = baselines.read_baseline(Path(args.baseline)).run_of
     else:
         devices = sorted({r.device_name for r in current})
-        base, base_envs, missing = baselines.load_baselines_for(args.profiles_dir, devices)
+        found = baselines.load_baselines_for(args.profiles_dir, devices)
+        base, base_envs, missing, run_of = found.records, found.envelopes, found.missing, found.run_of
         if len(missing) == len(devices):
             stored = ", ".join(repr(b.device_name) for b in baselines.list_baselines(args.profiles_dir)) or "none"
             raise BadInputError(
@@ -91,7 +97,9 @@ def _compare(args: argparse.Namespace) -> int:
             n = sum(1 for r in current if r.device_name == name)
             extra_warnings.append(f"no stored baseline for {name!r}: its {n} case(s) were not compared")
         current = [r for r in current if r.device_name not in missing]
-    comparison = compare_records(base, current, settings, baseline_envelopes=base_envs, current_envelopes=current_envs)
+    comparison = compare_records(
+        base, current, settings, baseline_envelopes=base_envs, current_envelopes=current_envs, baseline_run_of=run_of
+    )
     if extra_warnings:
         comparison = dataclasses.replace(comparison, warnings=(*extra_warnings, *comparison.warnings))
     render_terminal(comparison, Console(), everything=args.all)
@@ -112,21 +120,34 @@ def _compare(args: argparse.Namespace) -> int:
         Console(stderr=True).print(
             "bench: nothing comparable: no case of the current run is in the baseline on the same GPU", highlight=False
         )
+    elif comparison.exit_status == 3:
+        Console(stderr=True).print(
+            f"bench: inconclusive: {len(comparison.inconclusive)} case(s) changed beyond the threshold but could not "
+            "be tested (exit status 3); see the warning above for the repetitions needed, or pass "
+            "--allow-inconclusive to accept",
+            highlight=False,
+        )
     return comparison.exit_status
 
 
 def _baseline_save(args: argparse.Namespace) -> int:
-    """Store a run as the baseline of its GPU(s)."""
-    written = baselines.save_baseline(args.run_dir, args.profiles_dir, device_name=args.device_name)
+    """Store a run as the baseline of its GPU(s), or add it to the stored runs with ``--append``."""
+    from rich.console import Console
+
+    written = baselines.save_baseline(args.run_dir, args.profiles_dir, device_name=args.device_name, append=args.append)
     console = Console()
     for path in written:
         b = baselines.read_baseline(path)
-        console.print(f"baseline for {b.device_name!r}: {len(b.records)} records -> {path}", highlight=False)
+        runs = f"{len(b.runs)} run{'s' if len(b.runs) != 1 else ''}"
+        console.print(f"baseline for {b.device_name!r}: {len(b.records)} records in {runs} -> {path}", highlight=False)
     return 0
 
 
 def _baseline_show(args: argparse.Namespace) -> int:
     """List stored baselines (or one GPU's)."""
+    from rich.console import Console
+    from rich.table import Table
+
     found = baselines.list_baselines(args.profiles_dir)
     if args.gpu:
         found = [b for b in found if b.device_name == args.gpu or b.path.name == baselines.gpu_slug(args.gpu)]
@@ -146,7 +167,7 @@ def _baseline_show(args: argparse.Namespace) -> int:
         table.add_row(
             b.device_name,
             str(b.path),
-            str(len(b.records)),
+            f"{len(b.records)} ({len(b.runs)} run{'s' if len(b.runs) != 1 else ''})",
             statuses,
             str(b.meta.get("saved_utc", "?")),
             *(", ".join(versions.get(k, [])) or "?" for k in ("torch", "transformers", "bitsandbytes")),
@@ -158,6 +179,8 @@ def _baseline_show(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """Write records in another tool's format."""
+    from rich.console import Console
+
     records = _records_or_fail(args.run_dir, "run")
     envelopes = RunFolder(args.run_dir).read_envelopes()
     document = export_records(records, args.format, envelopes, device_name=args.device_name)
@@ -176,6 +199,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     """Join run folders into one."""
+    from rich.console import Console
+
     merged = merge_runs(args.run_dirs, args.out)
     devices = sorted({r.device_name for r in merged})
     Console().print(
@@ -188,15 +213,24 @@ def _merge(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compare``, ``baseline``, ``export`` and ``merge``."""
+    _register_compare(subparsers)
+    _register_others(subparsers)
+
+
+def _register_compare(subparsers: argparse._SubParsersAction) -> None:
     speed = ", ".join(m.name for m in SPEED_METRICS)
     p = subparsers.add_parser(
         "compare",
-        help="compare a run with a baseline: exit 1 on a regression, 2 on unusable input",
+        help="compare a run with a baseline: exit 1 on a regression, 2 on unusable input, 3 when inconclusive",
         description="Compare CURRENT with BASELINE (a run folder) or, without BASELINE, with the stored baseline of "
         "each GPU in CURRENT. Speed regresses when its median worsens beyond the threshold and a one-sided "
-        "Mann-Whitney U test puts the raw samples beyond baseline x (1 +/- threshold) with p < alpha; memory when "
-        "the peak grows beyond max(tolerance, tolerance bytes). Exit status: 1 on a regression, 2 on unusable input "
-        "(including nothing comparable), else 0.",
+        "Mann-Whitney U test puts the raw samples beyond baseline x (1 +/- threshold) with p < alpha (that needs "
+        "at least 5 repetitions per side at alpha 0.01); against a stored baseline of at least --min-baseline-runs "
+        "runs (bench baseline save --append), when the current median is also outside the range of the baseline "
+        "runs' medians widened by the threshold. Memory regresses when the peak grows beyond max(tolerance, "
+        "tolerance bytes). Exit status: 1 on a regression; 2 on unusable input (including nothing comparable); "
+        "3 inconclusive: a change beyond the threshold that too few repetitions could not test (unless "
+        "--allow-inconclusive); else 0.",
     )
     p.add_argument("current", help="run folder (or results.jsonl) to judge")
     p.add_argument("baseline", nargs="?", help="baseline run folder; default: stored baselines in --profiles-dir")
@@ -210,6 +244,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"threshold of one metric, repeatable; metrics: {speed}",
     )
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the test (default 0.01)")
+    p.add_argument(
+        "--allow-inconclusive",
+        action="store_true",
+        help="exit 0, not 3, when changes beyond the threshold could not be tested (too few repetitions)",
+    )
+    p.add_argument(
+        "--min-baseline-runs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="judge by the spread of run medians when the stored baseline holds N or more runs of a case (default 3)",
+    )
     p.add_argument("--memory-tolerance", default="1%", help="relative peak-memory growth allowed (default 1%%)")
     p.add_argument("--memory-tolerance-bytes", default="32MiB", help="absolute growth allowed (default 32MiB)")
     p.add_argument(
@@ -230,12 +276,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="show unchanged metrics in the terminal table too")
     p.set_defaults(func=_compare)
 
+
+def _register_others(subparsers: argparse._SubParsersAction) -> None:
     b = subparsers.add_parser("baseline", help="store or list regression baselines (one per GPU)")
     bsub = b.add_subparsers(dest="baseline_command", required=True, parser_class=type(b))
     save = bsub.add_parser("save", help="store a run as the baseline of the GPU(s) it ran on")
     save.add_argument("run_dir", help="run folder to store")
     save.add_argument("--profiles-dir", default=baselines.DEFAULT_PROFILES_DIR)
     save.add_argument("--device-name", help="store only this device's records (default: every device in the run)")
+    save.add_argument(
+        "--append",
+        action="store_true",
+        help="add the run to the stored baseline as one more run (the gate judges by the spread of run medians "
+        "from 3 runs on), instead of replacing it",
+    )
     save.set_defaults(func=_baseline_save)
     show = bsub.add_parser("show", help="list stored baselines")
     show.add_argument("gpu", nargs="?", help="one GPU's baseline (name or folder name)")

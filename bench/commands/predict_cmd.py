@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.config.spec import ENGINES
 from bench.errors import BadInputError
 from bench.units import GiB, MiB
 
@@ -40,6 +41,19 @@ def register(sub: Any) -> None:
         help="a run folder whose measured decode speeds calibrate the efficiency (repeatable)",
     )
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"), help="attention implementation")
+    p.add_argument(
+        "--cache",
+        default="config",
+        choices=("config", "window", "full"),
+        help="decoders' KV cache: the checkpoint config's sliding window (config, the default; window insists on "
+        "one) or full: every token kept, as runtimes that ignore the window do",
+    )
+    p.add_argument(
+        "--engine",
+        default="eager",
+        choices=ENGINES,
+        help="the engine whose measured roofline fraction calibrates the speed (default eager; see bench run --engine)",
+    )
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON (byte fields) to FILE or stdout")
     p.set_defaults(func=predict_command)
 
@@ -64,7 +78,13 @@ def register(sub: Any) -> None:
         type=Path,
         help="a run folder with measured speeds and peaks (repeatable)",
     )
-    a.add_argument("--plot", type=Path, default=Path("reports/advice/advice.png"), help="where to write the plot")
+    a.add_argument(
+        "--engine",
+        default="eager",
+        choices=ENGINES,
+        help="the engine whose measured roofline fraction calibrates the speed (default eager; see bench run --engine)",
+    )
+    a.add_argument("--plot", type=Path, help="also draw the chart (tokens/s per card and precision) as a PNG here")
     a.add_argument("--markdown", type=Path, help="also write the short Markdown summary here")
     a.add_argument("--json", type=Path, help="also write every fit as JSON here")
     a.set_defaults(func=advise_command)
@@ -114,19 +134,35 @@ def predict_command(args: argparse.Namespace) -> int:
         raise BadInputError("give --gpu NAME or --profile FILE, not both")
     device = load_profile(args.profile) if args.profile else get_profile(args.gpu, profiles) if args.gpu else None
     mem = predict_memory(
-        args.model, args.precision, args.context, args.batch, new_tokens, device, attn_implementation=args.attn
+        args.model,
+        args.precision,
+        args.context,
+        args.batch,
+        new_tokens,
+        device,
+        attn_implementation=args.attn,
+        cache=args.cache,
     )
     if device is not None and device.kind == "cuda" and args.batch > 1 and not mem.fits:
-        limit = largest_batch(args.model, args.precision, args.context, new_tokens, device)
+        limit = largest_batch(args.model, args.precision, args.context, new_tokens, device, cache=args.cache)
         what = f"the largest batch that fits is {limit}" if limit else "not even a batch of 1 fits"
         raise BadInputError(
-            f"batch {args.batch} cannot fit on {device.name} ({_size(device.memory_bytes)}) at context {args.context}: "
-            f"predicted peak {_size(mem.total_bytes)}; {what} (predicted)"
+            f"batch {args.batch} cannot fit on {device.name} ({_size(device.usable_memory_bytes)} usable of "
+            f"{_size(device.memory_bytes)}) at context {args.context}: predicted peak {_size(mem.total_bytes)}; "
+            f"{what} (predicted)"
         )
     speed = None
     if entry.family == DECODER and device is not None and new_tokens >= 2:
         speed = predict_decode(
-            args.model, args.precision, args.context, args.batch, new_tokens, device, _records(args.results), profiles
+            args.model,
+            args.precision,
+            args.context,
+            args.batch,
+            new_tokens,
+            device,
+            _records(args.results),
+            profiles,
+            engine=args.engine,
         )
     if args.json:
         payload = {"label": "predicted", "memory": mem.to_dict(), "decode": speed.to_dict() if speed else None}
@@ -137,11 +173,38 @@ def predict_command(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text, encoding="utf-8")
             print(f"wrote {args.json}")
         return 0
-    _print_prediction(mem, speed)
+    _print_prediction(mem, speed, device)
     return 0
 
 
-def _print_prediction(mem: Any, speed: Any) -> None:
+def _cache_text(mem: Any) -> str:
+    """The KV cache at the end of generation in words: tokens per layer and the policy."""
+    if mem.cache_policy is None:
+        return ""
+    held = f"{mem.kv_cache_tokens:,} tokens per layer at the end"
+    if mem.cache_window_tokens is not None:
+        return f"; {held} (sliding window of {mem.cache_window_tokens:,})"
+    return f"; {held} (full cache: every token)"
+
+
+def usable_lines(mem: Any, device: Any) -> list[str]:
+    """What a prediction on a card says about its memory: fit against usable memory, the box, the sources."""
+    if mem.device_usable_bytes is None:
+        return []
+    word = "fits" if mem.fits else "does NOT fit"
+    lines = [
+        f"Predicted: {word} in {mem.device}'s {_size(mem.device_usable_bytes)} usable "
+        f"(box {_size(mem.device_memory_bytes)}; margin {_size(mem.margin_bytes)}).",
+        f"usable memory: {mem.usable_source}",
+    ]
+    if device is not None and getattr(device, "consumer", False):
+        from bench.config.hardware import DISPLAY_NOTE
+
+        lines.append(f"note: {DISPLAY_NOTE}")
+    return lines
+
+
+def _print_prediction(mem: Any, speed: Any, device: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -167,7 +230,7 @@ def _print_prediction(mem: Any, speed: Any) -> None:
         (
             "KV cache",
             mem.kv_cache_bytes,
-            f"at the peak ({mem.peak_phase}); {_size(mem.kv_cache_final_bytes)} at the end",
+            f"at the peak ({mem.peak_phase}); {_size(mem.kv_cache_final_bytes)} at the end{_cache_text(mem)}",
         ),
         ("activations + workspace", mem.activation_bytes, f"at {mem.peak_stage}"),
         ("allocator slack", mem.slack_bytes, mem.calibration.get("slack_bytes", "")),
@@ -181,16 +244,13 @@ def _print_prediction(mem: Any, speed: Any) -> None:
         "",
     )
     console.print(t)
-    if mem.device_memory_bytes is not None:
-        word = "fits" if mem.fits else "does NOT fit"
-        console.print(
-            f"Predicted: {word} in {mem.device}'s {_size(mem.device_memory_bytes)} (margin {_size(mem.margin_bytes)})."
-        )
+    for line in usable_lines(mem, device):
+        console.print(line, highlight=False)
     for note in mem.notes:
         console.print(f"note: {note}")
     if speed is not None:
         line = (
-            f"Decode: {speed.predicted_tokens_per_s:,.1f} tokens/s ({speed.label}); ceiling "
+            f"Decode ({speed.engine}): {speed.predicted_tokens_per_s:,.1f} tokens/s ({speed.basis_text}); ceiling "
             f"{speed.ceiling_tokens_per_s:,.1f} = batch x {speed.bandwidth_bytes_per_s / 1e9:,.0f} GB/s "
             f"({speed.bandwidth_basis}) / {_size(speed.bytes_per_step)} read per step"
         )
@@ -199,20 +259,35 @@ def _print_prediction(mem: Any, speed: Any) -> None:
             console.print(f"efficiency {speed.efficiency:.0%}: {speed.efficiency_basis}")
         else:
             console.print(
-                "no measured efficiency for this model and precision: the figure is an upper bound "
+                f"no measured roofline fraction for this model, precision and engine ({speed.engine}): the figure is "
+                "the bandwidth ceiling, an upper bound "
                 "(pass --results with a GPU run folder to calibrate it)"
             )
         if speed.measured_tokens_per_s is not None:
             console.print(f"measured on this card: {speed.measured_tokens_per_s:,.1f} tokens/s")
 
 
+def usable_notes(pool: list[Any]) -> list[str]:
+    """The lines under the advice table: fit is judged on usable memory, which cards' figure is assumed."""
+    gpus = [p for p in pool if p.kind == "cuda"]
+    lines = ["fit and margins: usable memory (what the driver reports as the card's total), not the box size"]
+    assumed = [p.name for p in gpus if p.usable_assumed]
+    if assumed:
+        lines.append(f"usable memory assumed (box size minus 2.5%, no public figure found) for: {', '.join(assumed)}")
+    if any(p.consumer for p in gpus):
+        from bench.config.hardware import DISPLAY_NOTE
+
+        lines.append(f"note: {DISPLAY_NOTE}")
+    return lines
+
+
 def advise_command(args: argparse.Namespace) -> int:
-    """Print the fit table and the smallest card per requirement; write the plot (and Markdown/JSON)."""
+    """Print the fit table and the smallest card per requirement; with --plot/--markdown/--json, write those too."""
     from rich.console import Console
 
     from bench.config.hardware import get_profile
     from bench.predict.advisor import Requirement, advise, cheapest
-    from bench.report.advice import advisor_summary_markdown, plot_advice, render_table
+    from bench.report.advice import advisor_summary_markdown, hand_entered_notes, plot_advice, render_table
     from bench.units import GiB as GIB
 
     profiles = _profiles(args.profiles)
@@ -222,10 +297,19 @@ def advise_command(args: argparse.Namespace) -> int:
     contexts = args.context or list(DEFAULT_ADVISE_CONTEXTS)
     records = _records(args.results)
     fits = advise(
-        pool, models, precisions, contexts, batch_size=args.batch, new_tokens=args.new_tokens, records=records
+        pool,
+        models,
+        precisions,
+        contexts,
+        batch_size=args.batch,
+        new_tokens=args.new_tokens,
+        records=records,
+        engine=args.engine,
     )
     console = Console()
-    console.print(render_table(fits))
+    console.print(render_table(fits, notes=hand_entered_notes(pool)))
+    for line in usable_notes(pool):
+        console.print(line, highlight=False)
     requirements = [
         Requirement(m, c, tuple(precisions), args.min_tokens_per_s, args.batch, args.new_tokens)
         for m in models
@@ -236,19 +320,20 @@ def advise_command(args: argparse.Namespace) -> int:
         if best is None:
             console.print(f"[red]No profiled card meets {req.describe()} (predicted).[/red]")
         else:
-            speed = f", {best.tokens_per_s:,.0f} tokens/s ({best.speed_label})" if best.tokens_per_s is not None else ""
+            speed = f", {best.tokens_per_s:,.0f} tokens/s ({best.speed_basis})" if best.tokens_per_s is not None else ""
             console.print(
                 f"Smallest card for {req.describe()}: [bold]{best.gpu}[/bold] "
-                f"({best.memory_bytes / GIB:.0f} GiB) at {best.precision}: predicted peak "
-                f"{best.predicted_peak_bytes / GIB:.2f} GiB{speed}."
+                f"({best.memory_bytes / GIB:.0f} GiB, {_size(best.usable_bytes)} usable) at {best.precision}: "
+                f"predicted peak {best.predicted_peak_bytes / GIB:.2f} GiB{speed}."
             )
             if req.min_tokens_per_s and best.speed_label == "ceiling":
                 console.print(
                     "  Its speed is a memory-bandwidth ceiling, not a prediction: it meets the minimum only if it "
                     "reaches that ceiling. Pass --results with a GPU run to calibrate the efficiency."
                 )
-    plot = plot_advice(fits, args.plot, requirements[0] if len(requirements) == 1 else None)
-    console.print(f"plot: {plot}")
+    if args.plot:  # drawing costs more than the whole answer, so only on request
+        plot = plot_advice(fits, args.plot, requirements[0] if len(requirements) == 1 else None)
+        console.print(f"plot: {plot}")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(advisor_summary_markdown(fits, requirements[-1]), encoding="utf-8")
@@ -267,6 +352,12 @@ def profile_command(args: argparse.Namespace) -> int:
 
     if args.device and args.device != "cpu" and not args.device.startswith("cuda"):
         raise BadInputError(f"device {args.device!r} must be cpu, cuda or cuda:N")
+    if args.device != "cpu":  # a GPU torch cannot use is an error, never a silent profile of the CPU
+        from bench.measure.gpu_detect import MISMATCH, detect_gpu, mismatch_message
+
+        detection = detect_gpu()
+        if detection.verdict == MISMATCH:
+            raise BadInputError(mismatch_message(detection))
     if args.device and args.device.startswith("cuda"):
         import torch
 

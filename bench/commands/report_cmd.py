@@ -21,8 +21,6 @@ from bench.claims.capcheck import run_capped_check
 from bench.claims.definitions import Claim, load_claims
 from bench.claims.verdicts import Predictor
 from bench.errors import BadInputError
-from bench.predict.claims_adapter import claims_predictor
-from bench.report.build import build_report
 from bench.report.run_data import group_by_device, load_run
 from bench.results.run_folder import RunFolder
 
@@ -35,6 +33,9 @@ def write_report(
     This is what ``bench run`` calls when its cases are done. Claim contexts without a GPU measurement
     get labelled predictions (``predict``, default: the predictor for a generic CUDA GPU).
     """
+    from bench.predict.claims_adapter import claims_predictor
+    from bench.report.build import build_report  # pandas and matplotlib load here, not for every command
+
     predict = predict if predict is not None else claims_predictor()
     return build_report(run_dir, load_claims(claims_file), predict=predict).markdown
 
@@ -143,6 +144,9 @@ def check_claims_under_cap(
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from bench.predict.claims_adapter import claims_predictor
+    from bench.report.build import build_report
+
     run_dir = Path(args.run_dir)
     load_run(run_dir)  # unusable input fails here, before any extra measurement
     claims = load_claims(args.claims)

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.config.spec import ENGINES
 from bench.errors import BadInputError
-from bench.measure.environment import cuda_available
 
 
 def register(sub: Any) -> None:
@@ -18,10 +18,21 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         help="run a suite and write DIR/results.jsonl, environment and report",
-        description="Run a suite of cases. Without --suite: 'gpu' where CUDA is available, else 'smoke'.",
+        description="Run a suite of cases. Without --suite: 'gpu' where CUDA is available, else 'smoke'. "
+        "A GPU the driver sees but torch cannot use stops the run (exit 2) unless --device cpu is given.",
     )
     p.add_argument("--suite", help="a shipped suite name (see 'bench list') or a suite .toml file")
-    p.add_argument("--model", action="append", help="model name (repeatable); replaces the suite's models")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="model name or hub id org/name, read from the local Hugging Face cache (repeatable); "
+        "replaces the suite's models",
+    )
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="fetch a hub id missing from the local Hugging Face cache (never while HF_HUB_OFFLINE is set)",
+    )
     p.add_argument("--model-path", type=Path, help="a local checkpoint directory (config.json + safetensors)")
     p.add_argument(
         "--precision", action="append", help="precision (repeatable): fp32 fp16 bf16 int8 nf4 nf4-dq fp4 fp4-dq"
@@ -32,6 +43,19 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", action="append", type=int, help="batch size (repeatable)")
     p.add_argument("--new-tokens", type=int, help="tokens to generate per sequence (decoders)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the suite's)")
+    p.add_argument(
+        "--cache",
+        choices=("window", "full"),
+        help="decoders' KV cache: 'window' keeps the config's sliding window, 'full' removes it and keeps every "
+        "token (default: what the checkpoint's config says)",
+    )
+    p.add_argument(
+        "--engine",
+        action="append",
+        choices=ENGINES,
+        help="how the model runs (repeatable): 'eager' transformers as it comes (default), 'compiled' a static KV "
+        "cache and the decode step compiled by torch.compile (CUDA graphs on a GPU); compile time is recorded apart",
+    )
     p.add_argument("--out", type=Path, help="run folder (default: reports/<suite>-<UTC time>)")
     p.add_argument("--resume", action="store_true", help="run only the cases that have no record in --out yet")
     p.add_argument(
@@ -43,9 +67,9 @@ def register(sub: Any) -> None:
     p.add_argument("--shard", help="run only slice K of N of the cases, as K/N (1-based)")
     p.add_argument(
         "--memory-cap",
-        type=float,
-        metavar="GIB",
-        help="simulate a smaller card: cap this process's CUDA allocations at GIB GiB",
+        metavar="GIB|CARD",
+        help="simulate a smaller card: a size in GiB, or a card name (\"GeForce RTX 4060\": its usable memory); "
+        "the worker caps CUDA allocations at that minus the CUDA context it measures",
     )
     p.add_argument("--timeout", type=float, help="seconds before a hung case is killed (default: the suite's)")
     p.add_argument("--repetitions", type=int, help="minimum timed repetitions per case (default: the suite's)")
@@ -54,13 +78,33 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_command)
 
 
-def _check_device(device: str) -> None:
+def gpu_detection(args: argparse.Namespace) -> Any:  # -> GpuDetection | None
+    """The driver's and torch's view of the GPUs; None when ``--device cpu`` asks for the CPU on purpose.
+
+    A GPU the driver sees (NVML or nvidia-smi) but torch cannot use (a CPU-only build, or a CUDA build
+    newer than the driver) is a :class:`BadInputError` naming both versions and the torch to install,
+    never a silent fall-back to the CPU suite.
+    """
+    if args.device == "cpu":
+        return None
+    from bench.measure.gpu_detect import MISMATCH, detect_gpu, mismatch_message
+
+    detection = detect_gpu()
+    if detection.verdict == MISMATCH:
+        raise BadInputError(mismatch_message(detection))
+    return detection
+
+
+def _check_device(device: str, detection: Any = None) -> None:
     if device == "cpu":
         return
     if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise BadInputError(f"device {device!r} is not one of cpu, cuda, cuda:N")
-    if not cuda_available():
-        raise BadInputError(f"--device {device}: no CUDA device is available on this machine; use --device cpu")
+    if detection is None or not detection.usable:
+        from bench.measure.gpu_detect import describe
+
+        why = f" ({describe(detection)})" if detection is not None else ""
+        raise BadInputError(f"--device {device}: no CUDA device is available on this machine{why}; use --device cpu")
     if device.startswith("cuda:"):
         import torch
 
@@ -71,27 +115,31 @@ def _check_device(device: str) -> None:
             )
 
 
-def choose_suite(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The suite to run and, when chosen automatically, why."""
+def choose_suite(args: argparse.Namespace, detection: Any = None) -> tuple[str, str | None]:
+    """The suite to run and, when chosen automatically, why (``detection``: :func:`gpu_detection`'s answer)."""
     if args.suite:
         return args.suite, None
     if args.model or args.model_path:
         return "adhoc", None
-    if cuda_available():
+    if detection is not None and detection.usable:
         return "gpu", "a CUDA GPU is available, so the full 'gpu' suite runs"
-    return "smoke", "no CUDA GPU is available, so the CPU 'smoke' suite runs (tiny models)"
+    if detection is None:
+        return "smoke", "--device cpu, so the CPU 'smoke' suite runs (tiny models)"
+    from bench.measure.gpu_detect import describe
+
+    return "smoke", f"{describe(detection)}, so the CPU 'smoke' suite runs (tiny models)"
 
 
-def build_suite(args: argparse.Namespace):  # -> Suite
-    """The suite with the command line's overrides applied."""
+def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
+    """The suite with the command line's overrides applied (``detection``: :func:`gpu_detection`'s answer)."""
     from bench.config.spec import TimingPolicy
     from bench.config.suite import Group, Suite, load_suite, with_overrides
 
-    name, why = choose_suite(args)
+    name, why = choose_suite(args, detection)
     if why:
         print(f"bench: {why}", file=sys.stderr)
     if name == "adhoc":
-        device = args.device or ("cuda" if cuda_available() else "cpu")
+        device = args.device or ("cuda" if detection is not None and detection.usable else "cpu")
         suite = Suite(
             "adhoc",
             "cases from the command line",
@@ -111,19 +159,23 @@ def build_suite(args: argparse.Namespace):  # -> Suite
     models = args.model
     weights = None
     if args.model_path is not None:
+        from bench.config.checkpoint_check import validate_checkpoint
         from bench.config.models import checkpoint_files
 
         path = args.model_path.expanduser().resolve()
-        checkpoint_files(path)
+        validate_checkpoint(checkpoint_files(path))  # a corrupt weight file is named now, not in every case
         weights = f"checkpoint:{path}"
         models = [args.model[0] if args.model else path.name]
+    _fetch_hub_models(models or (), args.allow_download)
     overrides = dict(
         models=tuple(models or ()),
         precisions=tuple(args.precision or ()),
         contexts=tuple(args.context or ()),
         batch_sizes=tuple(args.batch or ()),
-        new_tokens=(args.new_tokens,) if args.new_tokens else (),
+        new_tokens=(args.new_tokens,) if args.new_tokens is not None else (),  # 0 is refused, never ignored
         device=args.device,
+        cache=args.cache,
+        engines=_engines(args.engine),
     )
     if weights:
         overrides["weights"] = weights
@@ -136,8 +188,43 @@ def build_suite(args: argparse.Namespace):  # -> Suite
     return with_overrides(suite, **overrides)
 
 
+def _engines(engines: list[str] | None) -> tuple[str, ...]:
+    """The --engine values as given; one named twice is refused (it would run every case twice)."""
+    given = tuple(engines or ())
+    twice = sorted({e for e in given if given.count(e) > 1})
+    if twice:
+        raise BadInputError(f"--engine {twice[0]} is given twice; name each engine once")
+    return given
+
+
+def _fetch_hub_models(models: Any, allow_download: bool) -> None:
+    """Make sure every hub id among ``models`` is complete in the local Hugging Face cache.
+
+    Offline by default; with ``allow_download`` a missing or incomplete snapshot is fetched, unless
+    HF_HUB_OFFLINE is set (then the run stays offline and a missing model is refused).
+    """
+    from bench.config.hub import fetch_snapshot, hub_offline, is_hub_id, local_snapshot
+    from bench.config.models import MODELS, checkpoint_files
+
+    hub_ids = [m for m in models if m not in MODELS and is_hub_id(m)]
+    if allow_download and hub_offline():
+        print(
+            "bench: HF_HUB_OFFLINE is set: --allow-download downloads nothing, hub ids load from the cache only",
+            file=sys.stderr,
+        )
+    for repo_id in hub_ids:
+        try:
+            checkpoint_files(local_snapshot(repo_id)[0])
+        except BadInputError:
+            if not allow_download:
+                raise
+            if not hub_offline():  # offline, fetch_snapshot refuses and says why
+                print(f"bench: downloading {repo_id} into the Hugging Face cache (--allow-download)", file=sys.stderr)
+            checkpoint_files(fetch_snapshot(repo_id)[0])
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run the cases and write the run folder; returns 0 when every case was recorded (whatever its status)."""
+    """Run the cases and write the run folder; returns 0 when cases were recorded, 1 when every case failed."""
     import dataclasses
 
     from bench.config.precision import get_precision, require_bitsandbytes
@@ -146,10 +233,12 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.report.progress import CaseProgress
     from bench.results.run_folder import RunFolder
 
-    suite = build_suite(args)
+    refuse_bad_numbers(args)
+    detection = gpu_detection(args)
+    suite = build_suite(args, detection)
     cases = suite.cases
     device = suite.overrides.get("device") or suite.device
-    _check_device(device)
+    _check_device(device, detection)
     for name in sorted({c.precision for c in cases}):
         require_bitsandbytes(get_precision(name))
     if args.shard:
@@ -172,14 +261,19 @@ def run_command(args: argparse.Namespace) -> int:
         raise BadInputError(f"--resume: {folder.results_file} does not exist; drop --resume to start a new run")
     if not args.resume and folder.has_results():
         raise BadInputError(f"{out} already holds results; pass --resume to complete it, or choose another --out")
-    cap = int(args.memory_cap * 2**30) if args.memory_cap else None
-    if cap is not None and not device.startswith("cuda"):
-        raise BadInputError("--memory-cap simulates a smaller GPU and needs --device cuda")
+    cap = None
+    if args.memory_cap is not None:
+        from bench.config.hardware import parse_memory_cap
+
+        cap, cap_label = parse_memory_cap(args.memory_cap)
+        if not device.startswith("cuda"):
+            raise BadInputError("--memory-cap simulates a smaller GPU and needs --device cuda")
+        print(f"bench: simulated card: {cap_label}, less the CUDA context each worker measures", file=sys.stderr)
     folder.create()
     if args.resume:
         for side in folder.repair():
             print(f"bench: warning: a last line cut by a crash was moved aside to {side}", file=sys.stderr)
-    env = collect_environment(suite.name)
+    env = collect_environment(suite.name, detection=detection)
     folder.record_environment(env)
     for warning in env.get("gpu_state", {}).get("warnings", []) or []:
         print(f"bench: warning: {warning}", file=sys.stderr)
@@ -200,7 +294,35 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.no_report:
         _write_report(out)
     print(f"bench: records in {folder.results_file}", file=sys.stderr)
-    return 0
+    return _exit_status(records)
+
+
+FAILED_STATUSES = ("oom", "error", "timeout")
+
+
+def _exit_status(records: list) -> int:
+    """1 when every case of this invocation failed (oom / error / timeout), with a line saying so; else 0."""
+    failed = [r for r in records if r.status in FAILED_STATUSES]
+    if not records or len(failed) < len(records):
+        return 0
+    counts: dict[str, int] = {}
+    for r in failed:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    first = next((r.error for r in failed if r.error), "") or ""
+    hint = f"; the first error: {first.strip().splitlines()[0]}" if first.strip() else ""
+    print(f"bench: every case failed ({what}): nothing was measured{hint}", file=sys.stderr)
+    return 1
+
+
+def refuse_bad_numbers(args: argparse.Namespace) -> None:
+    """Refuse numbers that cannot mean what they say, before anything runs (never silently replaced)."""
+    if args.new_tokens is not None and args.new_tokens < 1:
+        raise BadInputError(
+            f"--new-tokens {args.new_tokens}: a generate case needs at least 1 new token (TTFT) and 2 for decode "
+            "metrics (TPOT, decode tokens/s); pass --new-tokens 2 or more (encoders ignore it)"
+        )
+    # --memory-cap <= 0 is refused by bench.config.hardware.parse_memory_cap when the cap is read
 
 
 def _write_report(out: Path) -> None:

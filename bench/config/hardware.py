@@ -10,23 +10,34 @@ A profile file::
     aliases = ["RTX 3060"]
     kind = "cuda"                      # "cuda" or "cpu"
     memory_bytes = 12884901888         # the box figure, read as GiB (DESIGN.md)
+    usable_bytes = 12587106304         # what the driver reports as the card's total (needs sources.usable_bytes)
     memory_bandwidth_bytes_per_s = 360000000000
     compute_capability = "8.6"
 
     [sources]                          # where each datasheet figure comes from
     memory_bytes = "..."
+    usable_bytes = "..."
     memory_bandwidth_bytes_per_s = "..."
 
     [measured]                         # written by `bench profile` on the card itself
     memory_bandwidth_bytes_per_s = ...
     matmul_fp16_flops_per_s = ...
     cuda_context_bytes = ...
+
+Usable memory is what CUDA reports as the card's total (``torch.cuda.get_device_properties().total_memory``,
+deviceQuery's "Total amount of global memory"; nvidia-smi's memory.total is the same figure or, on recent
+drivers, a few hundred MiB more, the rest being reserved by the driver). It depends on the driver and on ECC
+(a T4 with ECC on reports 15110 of its 16384 MiB). Fit on a card is judged against it, in this order:
+measured on the card by ``bench profile`` (``measured.device_total_bytes``), else the cited ``usable_bytes``,
+else the box size minus :data:`ASSUMED_RESERVE_FRACTION`, labelled "assumed" wherever it is shown (a profile
+without a public figure says so in ``usable_note``). A desktop display takes more on top (:data:`DISPLAY_NOTE`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -46,6 +57,14 @@ else:  # Python 3.10
     import tomli as tomllib
 
 PROFILES_ENV = "BENCH_PROFILES_DIR"
+# A card with no public figure of its driver-reported total is assumed to expose its box size minus this share.
+# The cited GeForce figures (profiles/gpus/*.toml) fall 1.5-2.3% below the box on Linux drivers 12.x (RTX 3060:
+# 12004 of 12288 MiB); ECC on GDDR memory costs about 8% more (T4, L4, A10 are cited, not assumed).
+ASSUMED_RESERVE_FRACTION = 0.025
+DISPLAY_NOTE = (
+    "a desktop display takes more: typically a few hundred MiB, up to about 1 GiB with a browser or several "
+    "monitors, on a consumer card that drives them (typical range, not measured here and not subtracted)"
+)
 KINDS = ("cuda", "cpu")
 # Words that vendors and drivers add to a card's name; ignored when matching names.
 _NOISE_WORDS = ("nvidia", "geforce", "tesla", "tensor core gpu", "tensor core", "gpu")
@@ -70,6 +89,8 @@ class Measured:
     host: str | None = None
     measured_utc: str | None = None
     source: str | None = None  # what produced these figures (a command, or a reference document)
+    # True for figures typed in by hand (approximate, from notes of a run), not written by 'bench profile'
+    hand_entered: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict without the unmeasured fields."""
@@ -89,6 +110,8 @@ class HardwareProfile:
     kind: str = "cuda"
     memory_bytes: int = 0
     memory_bandwidth_bytes_per_s: float = 0.0
+    usable_bytes: int | None = None  # the driver's total for this card, cited in sources["usable_bytes"]
+    usable_note: str = ""  # why there is no usable_bytes (no public figure found), or how to read it
     compute_capability: str | None = None
     peak_fp16_flops_per_s: float | None = None
     price_usd: float | None = None  # only with a source in ``sources["price_usd"]``
@@ -112,8 +135,42 @@ class HardwareProfile:
 
     @property
     def bandwidth_basis(self) -> str:
-        """``"measured"`` or ``"datasheet"``: where :attr:`bandwidth_bytes_per_s` comes from."""
-        return "measured" if self.measured and self.measured.memory_bandwidth_bytes_per_s else "datasheet"
+        """``"measured"``, ``"hand-entered"`` (approximate, not 'bench profile' output) or ``"datasheet"``:
+        where :attr:`bandwidth_bytes_per_s` comes from."""
+        if not (self.measured and self.measured.memory_bandwidth_bytes_per_s):
+            return "datasheet"
+        return "hand-entered" if self.measured.hand_entered else "measured"
+
+    @property
+    def usable_memory_bytes(self) -> int:
+        """The memory a process can get on this card: measured, else cited, else the box minus the assumed reserve."""
+        if self.measured and self.measured.device_total_bytes:
+            return int(self.measured.device_total_bytes)
+        if self.usable_bytes:
+            return int(self.usable_bytes)
+        return int(self.memory_bytes * (1 - ASSUMED_RESERVE_FRACTION))
+
+    @property
+    def usable_source(self) -> str:
+        """Where :attr:`usable_memory_bytes` comes from, starting "measured:", "cited:" or "assumed:"."""
+        if self.measured and self.measured.device_total_bytes:
+            return f"measured: {self.measured.source or 'bench profile'} on the card (torch total_memory)"
+        if self.usable_bytes:
+            return f"cited: {self.sources.get('usable_bytes', 'no source given')}"
+        return (
+            f"assumed: box size minus {ASSUMED_RESERVE_FRACTION:.1%} (no public figure of the driver's total "
+            "found for this card)"
+        )
+
+    @property
+    def usable_assumed(self) -> bool:
+        """True when the usable memory is the assumed fallback, not a measured or cited figure."""
+        return self.usable_source.startswith("assumed")
+
+    @property
+    def consumer(self) -> bool:
+        """True for a consumer (GeForce) card, the kind that usually drives a desktop display."""
+        return "geforce" in self.name.lower()
 
     @property
     def compute_major(self) -> int | None:
@@ -144,6 +201,10 @@ class HardwareProfile:
             out["aliases"] = list(self.aliases)
         out["kind"] = self.kind
         out["memory_bytes"] = int(self.memory_bytes)
+        if self.usable_bytes is not None:
+            out["usable_bytes"] = int(self.usable_bytes)
+        if self.usable_note:
+            out["usable_note"] = self.usable_note
         out["memory_bandwidth_bytes_per_s"] = _number(self.memory_bandwidth_bytes_per_s)
         for key in ("compute_capability", "peak_fp16_flops_per_s", "price_usd"):
             value = getattr(self, key)
@@ -180,6 +241,7 @@ class HardwareProfile:
         sources = {str(k): str(v) for k, v in dict(data.get("sources", {})).items()}
         if price is not None and "price_usd" not in sources:
             raise BadInputError(f"{where}: price_usd needs a source (add sources.price_usd naming where it is from)")
+        usable = _usable_bytes(data, sources, memory, where)
         measured = data.get("measured")
         peak = data.get("peak_fp16_flops_per_s")
         cc = data.get("compute_capability")
@@ -188,6 +250,8 @@ class HardwareProfile:
             kind=kind,
             memory_bytes=memory,
             memory_bandwidth_bytes_per_s=bandwidth,
+            usable_bytes=usable,
+            usable_note=str(data.get("usable_note", "")),
             compute_capability=None if cc is None else str(cc),
             peak_fp16_flops_per_s=None if peak is None else float(peak),
             price_usd=None if price is None else float(price),
@@ -199,11 +263,30 @@ class HardwareProfile:
         )
 
 
+def _usable_bytes(data: Mapping[str, Any], sources: Mapping[str, str], memory: int, where: str) -> int | None:
+    """A profile's ``usable_bytes``: a whole number of bytes, at most the box size, with a source."""
+    value = data.get("usable_bytes")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= memory:
+        raise BadInputError(
+            f"{where}: usable_bytes {value!r} must be a whole number of bytes above 0 and at most memory_bytes "
+            f"({memory}); leave it out when no driver figure is known"
+        )
+    if "usable_bytes" not in sources:
+        raise BadInputError(
+            f"{where}: usable_bytes needs a source (add sources.usable_bytes naming the nvidia-smi or deviceQuery "
+            "output it is read from)"
+        )
+    return value
+
+
 def _number(value: float) -> int | float:
     """Whole floats as ints (TOML reads back the same value, and files stay readable)."""
     return int(value) if float(value).is_integer() and abs(value) < 2**63 else float(value)
 
 
+@functools.lru_cache(maxsize=4096)  # called per record x profile when speeds are calibrated: keep it cheap
 def normalize_name(name: str) -> str:
     """A card name with vendor words, case, spaces and punctuation removed, for matching."""
     text = name.lower()
@@ -345,3 +428,34 @@ def get_profile(name: str, profiles: Sequence[HardwareProfile] | None = None) ->
 def profile_for_device_name(device_name: str, profiles: Sequence[HardwareProfile]) -> HardwareProfile | None:
     """The profile of a record's ``device_name`` ("NVIDIA GeForce RTX 3060"), or None when none matches."""
     return find_profile(device_name, profiles)
+
+
+def parse_memory_cap(text: str | float, profiles: Sequence[HardwareProfile] | None = None) -> tuple[int, str]:
+    """``(bytes, label)`` of a ``--memory-cap`` value: a size in GiB ("7.5") or a card name ("GeForce RTX 4060").
+
+    A card name means that card's usable memory (:attr:`HardwareProfile.usable_memory_bytes`); the worker
+    subtracts the CUDA context it measures, as for a size. A size must be a finite number above 0; an unknown
+    card name is an error listing the closest profile names (``profiles`` default: :func:`load_profiles`).
+    """
+    raw = str(text).strip()
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = None
+    if gib is not None:
+        if not math.isfinite(gib) or gib <= 0:
+            raise BadInputError(
+                f"--memory-cap {raw}: a simulated card needs a positive, finite size in GiB (e.g. --memory-cap 8) "
+                "or a card name (e.g. --memory-cap \"GeForce RTX 4060\"); leave it out to use the whole card"
+            )
+        return int(gib * (1 << 30)), f"{gib:g} GiB"
+    if not raw:
+        raise BadInputError('--memory-cap is empty: give a size in GiB (e.g. 8) or a card name ("GeForce RTX 4060")')
+    try:
+        card = get_profile(raw, profiles)
+    except BadInputError as exc:
+        raise BadInputError(f"--memory-cap {raw!r} is neither a size in GiB nor a known card: {exc}") from None
+    if card.kind != "cuda":
+        raise BadInputError(f"--memory-cap {raw!r} names a {card.kind} profile; name a GPU or give a size in GiB")
+    usable = card.usable_memory_bytes
+    return usable, f"{card.name}: {usable / (1 << 20):,.0f} MiB usable ({card.usable_source})"

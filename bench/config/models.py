@@ -1,11 +1,20 @@
-"""The model registry: architectures by name, full-size and reduced, with their configs."""
+"""The model registry: architectures by name, full-size and reduced, built from the checkpoints' own config.json.
+
+Every registered model is the shipped config.json of the checkpoint it reproduces (``bench/config/checkpoints``,
+copied byte for byte from the hub) with only the named overrides of its entry changed. The files are read with
+the standard library; transformers is imported only when a config object is built (:meth:`ModelEntry.config`).
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,39 +23,82 @@ from bench.errors import BadInputError
 DECODER = "decoder"
 ENCODER = "encoder"
 
+# What a decoder's KV cache keeps: "config" (what the checkpoint's config says), "window" (the config's sliding
+# window, refused where it has none) or "full" (the same model with the window removed: every token is kept).
+CACHE_POLICIES = ("config", "window", "full")
+DEFAULT_CACHE = "config"
+
+
+def checkpoint_file_name(hub_id: str) -> str:
+    """The shipped config file of a hub repository: ``org/name`` -> ``org--name.json``."""
+    return hub_id.replace("/", "--") + ".json"
+
+
+@functools.cache
+def _checkpoint_text(hub_id: str) -> str:
+    ref = resources.files("bench.config").joinpath("checkpoints", checkpoint_file_name(hub_id))
+    try:
+        return ref.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInputError(f"no shipped config.json for {hub_id!r} under bench/config/checkpoints") from None
+
+
+def checkpoint_json(hub_id: str) -> dict[str, Any]:
+    """The shipped config.json of ``hub_id`` as published (a fresh dict on every call)."""
+    return json.loads(_checkpoint_text(hub_id))
+
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A named architecture: its family, what it reproduces, and the config overrides that build it."""
+    """A named architecture: its family, the checkpoint it reproduces, and the config fields it changes."""
 
     name: str
     family: str  # DECODER | ENCODER
     architecture: str  # transformers config class name
-    reproduces: str
+    reproduces: str  # hub id; its config.json ships as bench/config/checkpoints/<org>--<name>.json
     description: str
     overrides: tuple[tuple[str, Any], ...] = field(default=())
 
+    def config_dict(self) -> dict[str, Any]:
+        """The checkpoint's config.json with this entry's overrides applied (plain JSON values, a new dict)."""
+        data = checkpoint_json(self.reproduces)
+        for key, value in self.overrides:
+            if key not in data:
+                raise ValueError(f"model {self.name}: override {key!r} is not a field of {self.reproduces}'s config")
+            data[key] = value
+        return data
+
     def config(self):  # -> transformers.PretrainedConfig
-        """A fresh transformers config for this entry."""
+        """A fresh transformers config for this entry, built from :meth:`config_dict`."""
         import transformers
 
-        return getattr(transformers, self.architecture)(**dict(self.overrides))
+        return getattr(transformers, self.architecture).from_dict(self.config_dict())
 
     @property
     def max_positions(self) -> int:
-        """The longest sequence the model accepts (prompt plus new tokens)."""
-        return int(self.config().max_position_embeddings)
+        """The longest sequence the model accepts (prompt plus new tokens), from the config file."""
+        return int(self.config_dict()["max_position_embeddings"])
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window of the config (tokens), or None where it attends to every earlier token."""
+        value = self.config_dict().get("sliding_window")
+        return int(value) if value else None
 
 
+# The reduced variants change only sizes; everything else, the sliding window included, is the checkpoint's.
+# phi-3-tiny keeps Phi-3-mini-4k's sliding_window of 2047 (below its 4096 positions), so a tiny model at more
+# than 2047 tokens exercises the same cache policy as the real one.
 _TINY_PHI3 = (
     ("hidden_size", 256),
     ("intermediate_size", 512),
     ("num_hidden_layers", 2),
     ("num_attention_heads", 4),
     ("num_key_value_heads", 4),
-    ("vocab_size", 32064),
 )
 _TINY_BERT = (("hidden_size", 128), ("intermediate_size", 512), ("num_hidden_layers", 2), ("num_attention_heads", 2))
+_PHI3 = "microsoft/Phi-3-mini-4k-instruct"
+_BERT = "google-bert/bert-base-uncased"
 
 MODELS: dict[str, ModelEntry] = {
     m.name: m
@@ -55,14 +107,14 @@ MODELS: dict[str, ModelEntry] = {
             "phi-3-mini",
             DECODER,
             "Phi3Config",
-            "microsoft/Phi-3-mini-4k-instruct",
-            "Phi-3-mini, full size: 3.8B parameters, 32 layers, 4K context",
+            _PHI3,
+            "Phi-3-mini, full size: 3.8B parameters, 32 layers, 4K context, 2047-token sliding window",
         ),
         ModelEntry(
             "phi-3-mini-2l",
             DECODER,
             "Phi3Config",
-            "microsoft/Phi-3-mini-4k-instruct",
+            _PHI3,
             "Phi-3-mini at full width with 2 of its 32 layers (for layer-scaled measurement)",
             (("num_hidden_layers", 2),),
         ),
@@ -70,22 +122,22 @@ MODELS: dict[str, ModelEntry] = {
             "phi-3-tiny",
             DECODER,
             "Phi3Config",
-            "microsoft/Phi-3-mini-4k-instruct",
-            "Phi-3 architecture shrunk for CPUs and tests: hidden 256, 2 layers",
+            _PHI3,
+            "Phi-3 architecture shrunk for CPUs and tests: hidden 256, 2 layers, the real 2047-token window",
             _TINY_PHI3,
         ),
         ModelEntry(
             "bert-base",
             ENCODER,
             "BertConfig",
-            "bert-base-uncased",
+            _BERT,
             "BERT-base, full size: 110M parameters, 12 layers, 512 positions",
         ),
         ModelEntry(
             "bert-base-2l",
             ENCODER,
             "BertConfig",
-            "bert-base-uncased",
+            _BERT,
             "BERT-base at full width with 2 of its 12 layers",
             (("num_hidden_layers", 2),),
         ),
@@ -93,7 +145,7 @@ MODELS: dict[str, ModelEntry] = {
             "bert-tiny",
             ENCODER,
             "BertConfig",
-            "bert-base-uncased",
+            _BERT,
             "BERT architecture shrunk for CPUs and tests: hidden 128, 2 layers",
             _TINY_BERT,
         ),
@@ -162,30 +214,123 @@ def checkpoint_config(path: Path):  # -> transformers.PretrainedConfig
         raise BadInputError(f"cannot read {path / 'config.json'}: {exc}") from exc
 
 
+def config_window(config: Any) -> int | None:
+    """The sliding attention window a transformers config applies, in tokens; None where it has none."""
+    if getattr(config, "use_sliding_window", True) is False:  # e.g. Qwen2: a window field, switched off
+        return None
+    value = getattr(config, "sliding_window", None)
+    return int(value) if value else None
+
+
+def apply_cache_policy(config: Any, cache: str) -> Any:
+    """``config`` for a cache policy (changed in place and returned): ``full`` removes the sliding window.
+
+    ``full`` sets ``sliding_window`` to None (and any ``sliding_attention`` layer type to ``full_attention``),
+    so attention and the KV cache cover every token, as in runtimes that ignore the window.
+    """
+    if cache == "full":
+        if hasattr(config, "sliding_window"):
+            config.sliding_window = None
+        layer_types = getattr(config, "layer_types", None)
+        if layer_types:
+            config.layer_types = ["full_attention" if t == "sliding_attention" else t for t in layer_types]
+    return config
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a case's model comes from: a registry entry with random weights, or a checkpoint."""
+    """Where a case's model comes from: a registry entry with random weights, or a checkpoint, and its cache policy.
+
+    ``config_factory`` gives the checkpoint's own config (what random checkpoints are built from);
+    :meth:`config` gives the config the case runs, with the cache policy applied.
+    """
 
     name: str
     family: str
     max_positions: int
     config_factory: Callable[[], Any]
     checkpoint: Path | None = None
+    cache: str = DEFAULT_CACHE
+    sliding_window: int | None = None  # the checkpoint config's window, before the cache policy
 
     @property
     def random_weights(self) -> bool:
         """True when weights are random (built from the config)."""
         return self.checkpoint is None
 
+    @property
+    def window_removed(self) -> bool:
+        """True when the cache policy removed a window the checkpoint's config has."""
+        return self.cache == "full" and self.sliding_window is not None
 
-def resolve_source(model: str, weights: str) -> ModelSource:
-    """The model source of a case spec's ``model`` and ``weights`` fields."""
+    def config(self):  # -> transformers.PretrainedConfig
+        """A fresh config for the case: the checkpoint's, with the cache policy applied."""
+        return apply_cache_policy(self.config_factory(), self.cache)
+
+    def with_cache(self, cache: str) -> ModelSource:
+        """This source under cache policy ``cache``; refused for encoders and, for ``window``, window-less configs."""
+        _check_cache(self.name, self.family, self.sliding_window, cache)
+        return dataclasses.replace(self, cache=cache)
+
+
+def _check_cache(model: str, family: str, window: int | None, cache: str) -> None:
+    if cache not in CACHE_POLICIES:
+        raise BadInputError(f"cache policy {cache!r} is not one of {', '.join(CACHE_POLICIES)}")
+    if cache == DEFAULT_CACHE:
+        return
+    if family != DECODER:
+        raise BadInputError(
+            f"model {model} is an encoder and keeps no KV cache, so cache policy {cache!r} does not apply; "
+            "drop --cache for encoder runs"
+        )
+    if cache == "window" and window is None:
+        raise BadInputError(
+            f"model {model} has no sliding window in its config, so cache policy 'window' cannot apply; "
+            "use --cache full or leave --cache out"
+        )
+
+
+def resolve_source(model: str, weights: str, cache: str = DEFAULT_CACHE) -> ModelSource:
+    """The model source of a case spec's ``model``, ``weights`` and ``cache`` fields.
+
+    ``weights`` is ``random`` (a registered model), ``checkpoint:<dir>`` (a local checkpoint) or
+    ``hub:org/name@commit`` (a snapshot in the local Hugging Face cache; never downloaded here).
+    """
     if weights == "random":
         entry = get_model(model)
-        return ModelSource(entry.name, entry.family, entry.max_positions, entry.config)
+        source = ModelSource(
+            entry.name, entry.family, entry.max_positions, entry.config, None, sliding_window=entry.sliding_window
+        )
+        return source.with_cache(cache)
     if weights.startswith("checkpoint:"):
         path = Path(weights.split(":", 1)[1]).expanduser()
-        config = checkpoint_config(path)
-        positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
-        return ModelSource(model, family_of_config(config), positions, lambda: config, path)
-    raise BadInputError(f"weights {weights!r} must be 'random' or 'checkpoint:<dir>'")
+    elif weights.startswith("hub:"):
+        from bench.config.hub import local_snapshot, parse_hub_weights
+
+        path = local_snapshot(*parse_hub_weights(weights))[0]
+    else:
+        raise BadInputError(f"weights {weights!r} must be 'random', 'checkpoint:<dir>' or 'hub:org/name@<commit>'")
+    config = checkpoint_config(path)
+    positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
+    source = ModelSource(
+        model,
+        family_of_config(config),
+        positions,
+        lambda: copy.deepcopy(config),
+        path,
+        sliding_window=config_window(config),
+    )
+    return source.with_cache(cache)
+
+
+def default_weights(model: str, weights: str) -> str:
+    """The weights a case of ``model`` runs: a hub id (``org/name``) with the default ``random`` runs its snapshot.
+
+    The snapshot is the one the local Hugging Face cache holds for ``refs/main``, pinned by its commit
+    (``hub:org/name@commit``); a hub id missing from the cache is a :class:`BadInputError` saying how to fetch it.
+    """
+    from bench.config.hub import hub_weights, is_hub_id, local_snapshot
+
+    if weights != "random" or model in MODELS or not is_hub_id(model):
+        return weights
+    return hub_weights(model, local_snapshot(model)[1])

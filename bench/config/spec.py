@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 SCENARIOS = ("generate", "encode")
+# How a case's model runs while timed (bench.measure.engines): transformers as it comes, or a static KV cache
+# with the decode step compiled by torch.compile (CUDA graphs on a GPU).
+ENGINES = ("eager", "compiled")
+DEFAULT_ENGINE = "eager"
+
+# Fields added after the first run folders were written, with their defaults: a field at its default is left
+# out of CaseSpec.key's digest, so the keys of cases written before the field existed stay the same.
+KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {"cache": "config", "engine": DEFAULT_ENGINE}
 
 T = TypeVar("T")
 
@@ -35,11 +43,17 @@ class CaseSpec:
     device: str = "cpu"
     suite: str = "adhoc"
     seed: int = 0
+    cache: str = "config"  # KV-cache policy of decoders: config | window | full (bench.config.models.CACHE_POLICIES)
+    engine: str = DEFAULT_ENGINE  # eager | compiled (ENGINES)
 
     @property
     def key(self) -> str:
         """A short stable identifier of the case (independent of the suite it came from)."""
-        ident = {k: v for k, v in self.to_dict().items() if k != "suite"}
+        ident = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k != "suite" and not (k in KEY_OPTIONAL_DEFAULTS and v == KEY_OPTIONAL_DEFAULTS[k])
+        }
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         shape = f"b{self.batch_size}/L{self.context_tokens}/n{self.new_tokens}"
         return f"{self.model}/{self.precision}/{self.scenario}/{shape}/{digest}"
@@ -51,12 +65,14 @@ class CaseSpec:
         if self.scenario == "generate":
             shape += f" n{self.new_tokens}"
         weights = "" if self.weights == "random" else f" [{self.weights}]"
-        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}"
+        cache = "" if self.cache == "config" else f" [cache {self.cache}]"
+        engine = "" if self.engine == DEFAULT_ENGINE else f" [{self.engine}]"
+        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}{cache}{engine}"
 
     @property
-    def group(self) -> tuple[str, str, str, str]:
-        """Cases that share a loaded model: same model, weights, precision and device."""
-        return (self.model, self.weights, self.precision, self.device)
+    def group(self) -> tuple[str, ...]:
+        """Cases that share a loaded model: same model, weights, precision, device, cache policy and engine."""
+        return (self.model, self.weights, self.precision, self.device, self.cache, self.engine)
 
     @property
     def total_tokens(self) -> int:
@@ -87,6 +103,10 @@ class TimingPolicy:
     min_duration_s: float = 0.0
     noisy_cv: float = 0.10
     timeout_s: float = 600.0
+    # telemetry (power, energy, clocks, NVML memory at 20 ms) is sampled in repetitions of its own after the
+    # timed ones, so the sampling thread never runs beside a timed call: at least this many, and this long
+    telemetry_repetitions: int = 1
+    telemetry_min_duration_s: float = 0.25
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""

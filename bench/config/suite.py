@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.config.models import DECODER, resolve_source
+from bench.config.models import CACHE_POLICIES, DECODER, DEFAULT_CACHE, default_weights, resolve_source
 from bench.config.precision import get_precision
-from bench.config.spec import SCENARIOS, CaseSpec, TimingPolicy
+from bench.config.spec import DEFAULT_ENGINE, ENGINES, SCENARIOS, CaseSpec, TimingPolicy
 from bench.errors import BadInputError
 
 if sys.version_info >= (3, 11):
@@ -29,6 +29,8 @@ _GROUP_KEYS = {
     "new_tokens",
     "attn_implementation",
     "seed",
+    "cache",
+    "engines",
 }
 _POLICY_KEYS = {f.name for f in fields(TimingPolicy)}
 
@@ -45,6 +47,8 @@ class Group:
     scenario: str | None = None  # default: generate for decoders, encode for encoders
     attn_implementation: str = "sdpa"
     seed: int = 0
+    cache: str = DEFAULT_CACHE  # decoders' KV-cache policy (CACHE_POLICIES); encoders keep no cache
+    engines: tuple[str, ...] = (DEFAULT_ENGINE,)  # how the model runs while timed (ENGINES); each is a case
 
 
 @dataclass(frozen=True)
@@ -129,10 +133,15 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
         policy = TimingPolicy(**policy_data)
     except TypeError as exc:
         raise BadInputError(f"{source} [policy]: {exc}") from exc
-    for key in ("warmup_runs", "min_repetitions", "max_repetitions"):
+    for key in ("warmup_runs", "min_repetitions", "max_repetitions", "telemetry_repetitions"):
         value = getattr(policy, key)
-        if not isinstance(value, int) or value < (0 if key == "warmup_runs" else 1):
+        if not isinstance(value, int) or value < (0 if key in ("warmup_runs", "telemetry_repetitions") else 1):
             raise BadInputError(f"{source} [policy]: key {key!r} must be a positive integer, got {value!r}")
+    seconds = policy.telemetry_min_duration_s
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise BadInputError(
+            f"{source} [policy]: key 'telemetry_min_duration_s' must be a number of seconds >= 0, got {seconds!r}"
+        )
     if policy.max_repetitions < policy.min_repetitions:
         raise BadInputError(f"{source} [policy]: 'max_repetitions' is below 'min_repetitions'")
     raw_groups = data.get("group")
@@ -150,6 +159,12 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
         scenario = g.get("scenario")
         if scenario is not None and scenario not in SCENARIOS:
             raise BadInputError(f"{where}: key 'scenario' must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        cache = g.get("cache", DEFAULT_CACHE)
+        if cache not in CACHE_POLICIES:
+            raise BadInputError(f"{where}: key 'cache' must be one of {', '.join(CACHE_POLICIES)}, got {cache!r}")
+        engines = _str_list(g.get("engines", [DEFAULT_ENGINE]), "engines", where)
+        for engine in engines:
+            check_engine(engine, f"{where}: key 'engines'")
         groups.append(
             Group(
                 models=_str_list(g["models"], "models", where),
@@ -160,6 +175,8 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
                 scenario=scenario,
                 attn_implementation=str(g.get("attn_implementation", "sdpa")),
                 seed=int(g.get("seed", 0)),
+                cache=cache,
+                engines=engines,
             )
         )
     device = data.get("device", "cpu")
@@ -183,13 +200,20 @@ def expand(suite: Suite) -> list[CaseSpec]:
     for g in suite.groups:
         models = o.get("models") or g.models
         for model in models:
-            weights = o.get("weights", suite.weights)
+            weights = default_weights(model, o.get("weights", suite.weights))
+            # encoders keep no KV cache: a suite's or the command line's cache policy applies to decoders only
+            cache = o.get("cache") or g.cache
             source = resolve_source(model, weights)
+            if source.family == DECODER:
+                source = source.with_cache(cache)
+            else:
+                cache = DEFAULT_CACHE
             scenario = g.scenario or ("generate" if source.family == DECODER else "encode")
             if o.get("models") and g.scenario and ((scenario == "generate") != (source.family == DECODER)):
                 scenario = "generate" if source.family == DECODER else "encode"
             new_tokens = (o.get("new_tokens") or g.new_tokens) if scenario == "generate" else (0,)
-            for precision, batch, context, new in itertools.product(
+            for engine, precision, batch, context, new in itertools.product(
+                o.get("engines") or g.engines,
                 o.get("precisions") or g.precisions,
                 o.get("batch_sizes") or g.batch_sizes,
                 o.get("contexts") or g.contexts,
@@ -214,11 +238,24 @@ def expand(suite: Suite) -> list[CaseSpec]:
                         device=device,
                         suite=suite.name,
                         seed=g.seed,
+                        cache=cache,
+                        engine=engine,
                     )
                 )
     if not cases:
         raise BadInputError(f"suite {suite.name} has no cases")
+    if o.get("cache") and not any(c.scenario == "generate" for c in cases):
+        raise BadInputError(
+            f"--cache {o['cache']}: every case of this run is an encoder, and encoders keep no KV cache; drop --cache"
+        )
     return cases
+
+
+def check_engine(engine: str, where: str = "--engine") -> str:
+    """``engine`` when it is one of ENGINES; otherwise a BadInputError naming it and the choices."""
+    if engine not in ENGINES:
+        raise BadInputError(f"{where}: engine {engine!r} is not one of {', '.join(ENGINES)}")
+    return engine
 
 
 def with_overrides(suite: Suite, **overrides: Any) -> Suite:

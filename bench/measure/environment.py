@@ -85,8 +85,14 @@ def _gpus() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return gpus, state
 
 
-def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[str, Any]:
-    """Everything a reader needs to trust or reproduce a run."""
+def collect_environment(suite: str = "", argv: list[str] | None = None, *, detection: Any = None) -> dict[str, Any]:
+    """Everything a reader needs to trust or reproduce a run.
+
+    ``cuda`` is the CUDA torch was built for, ``cuda_driver`` the newest CUDA the driver supports (from
+    ``detection``, a :class:`~bench.measure.gpu_detect.GpuDetection`, or asked of the driver here).
+    """
+    from bench.measure.gpu_detect import driver_facts
+
     torch_version = _version("torch")
     cuda = None
     try:
@@ -95,6 +101,7 @@ def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[
         cuda = torch.version.cuda
     except ImportError:
         pass
+    driver_view = detection.driver if detection is not None else driver_facts()
     gpus, state = _gpus()
     drivers = {g.get("driver") for g in state.get("gpus", []) if g.get("driver")}
     driver = ", ".join(sorted(drivers)) or None
@@ -114,7 +121,8 @@ def collect_environment(suite: str = "", argv: list[str] | None = None) -> dict[
         "accelerate": _version("accelerate"),
         "harness": _version("llm-bench"),
         "cuda": cuda,
-        "driver": driver,
+        "cuda_driver": driver_view.cuda_driver,
+        "driver": driver or driver_view.driver,
         "gpus": gpus,
         "gpu_state": state,
         "git_commit": git_commit(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,11 +31,10 @@ class LoadedModel:
 
 
 def cache_dir() -> Path:
-    """Where random checkpoints for quantized loads are cached (BENCH_CACHE_DIR overrides)."""
-    root = os.environ.get("BENCH_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llm-bench"
-    )
-    return Path(root)
+    """Where random checkpoints for quantized loads are cached: the harness's cache (BENCH_CACHE_DIR overrides)."""
+    from bench.config.locations import cache_dir as harness_cache_dir
+
+    return harness_cache_dir()
 
 
 @contextlib.contextmanager
@@ -79,11 +79,12 @@ def build_random(source: ModelSource, dtype_name: str, device: str, seed: int = 
     """Build a model from its config with random weights directly on ``device`` in ``dtype``.
 
     Initialisers are skipped (they take minutes for billions of parameters on a CPU); the weights are
-    then filled in place with finite values of the real model's scale.
+    then filled in place with finite values of the real model's scale. The config is the source's with its
+    cache policy applied (``full`` removes the sliding window).
     """
     import torch
 
-    config = source.config_factory()
+    config = source.config()
     config._attn_implementation = attn
     with _skip_init(), torch.device(device):
         model = _model_class(source.family).from_config(config, dtype=torch_dtype(dtype_name), attn_implementation=attn)
@@ -92,14 +93,17 @@ def build_random(source: ModelSource, dtype_name: str, device: str, seed: int = 
 
 
 def random_checkpoint(source: ModelSource, seed: int = 0) -> Path:
-    """A cached fp16 checkpoint with random weights for this architecture, built once (for quantized loads)."""
+    """A cached fp16 checkpoint with random weights for this architecture, built once (for quantized loads).
+
+    Built from the checkpoint's own config: the cache policies of one model share its weights.
+    """
     config = source.config_factory()
     digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
     path = cache_dir() / "random-checkpoints" / f"{source.name}-{digest}-seed{seed}"
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return path
     # built on the host: never under a simulated card's cap, never on another process's GPU
-    model = build_random(source, "float16", "cpu", seed)
+    model = build_random(dataclasses.replace(source, cache="config"), "float16", "cpu", seed)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     model.save_pretrained(str(tmp))
     del model
@@ -123,6 +127,7 @@ def load_model(
             "device_map": {"": device},
             "attn_implementation": attn,
             "local_files_only": True,
+            "config": source.config(),  # the cache policy applied (the saved config is the checkpoint's)
         }
         if precision.quantized:
             kwargs["quantization_config"] = bnb_config(precision, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,26 @@ class CudaPeaks:
             self.peak_reserved_bytes = int(cuda.max_memory_reserved(self.device))
 
 
-def kv_cache_bytes(cache: Any) -> int | None:
-    """Bytes held by a transformers cache (DynamicCache layers, or legacy tuples of tensors)."""
+def cache_layers(cache: Any) -> list[Any] | None:
+    """The per-layer objects of a transformers cache (``cache.layers``, or an encoder-decoder cache's
+    self-attention layers); None for legacy tuples and objects without layers."""
     if cache is None:
         return None
     layers = getattr(cache, "layers", None)
     if layers is None and hasattr(cache, "self_attention_cache"):
         layers = getattr(cache.self_attention_cache, "layers", None)
+    return list(layers) if layers is not None else None
+
+
+def kv_cache_bytes(cache: Any) -> int | None:
+    """Bytes of the key and value tensors a transformers cache holds (DynamicCache layers, or legacy tuples).
+
+    A sliding-window layer (transformers 5.x ``DynamicSlidingWindowLayer``) keeps W - 1 tokens: its ``keys``
+    and ``values`` are those tokens, and they are what is counted here (see :func:`kv_cache_storage_bytes`).
+    """
+    if cache is None:
+        return None
+    layers = cache_layers(cache)
     total = 0
     if layers is not None:
         for layer in layers:
@@ -103,3 +117,79 @@ def kv_cache_bytes(cache: Any) -> int | None:
                 total += item.numel() * item.element_size()
         return total
     return None
+
+
+def _kv_tensors(cache: Any) -> list[Any]:
+    """Every key and value tensor of a cache (layers or legacy tuples), in layer order."""
+    layers = cache_layers(cache)
+    if layers is not None:
+        found = [getattr(layer, name, None) for layer in layers for name in ("keys", "values")]
+        return [t for t in found if t is not None and hasattr(t, "element_size")]
+    if isinstance(cache, (tuple, list)):
+        out: list[Any] = []
+        for item in cache:
+            out.extend(_kv_tensors(item) if isinstance(item, (tuple, list)) else [item])
+        return [t for t in out if hasattr(t, "element_size")]
+    return []
+
+
+def kv_cache_storage_bytes(cache: Any) -> int | None:
+    """Bytes of the storage behind a cache's key and value tensors, each storage counted once.
+
+    Larger than :func:`kv_cache_bytes` where the tensors are views: a transformers 5.x sliding-window layer
+    keeps ``keys = cat(old, new)[..., -(W - 1):, :]``, so its storage holds W tokens after a decode step
+    (after the prefill, the whole prompt, until the first decode step replaces it).
+    """
+    if cache is None or (cache_layers(cache) is None and not isinstance(cache, (tuple, list))):
+        return None
+    seen: dict[Any, int] = {}
+    for t in _kv_tensors(cache):
+        storage = t.untyped_storage()
+        seen[(t.device, storage.data_ptr())] = int(storage.nbytes())
+    return sum(seen.values())
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """What a decoder's KV cache held at the end of generation: layer classes, window, tokens and bytes."""
+
+    layer_classes: tuple[str, ...]  # distinct class names, in layer order ("DynamicSlidingWindowLayer")
+    window_tokens: int | None  # the sliding window of the windowed layers (the smallest, if they differ)
+    policy: str  # "window" when any layer slides, else "full"
+    tokens: int | None  # tokens held per layer (the largest layer), or None when no layer holds a tensor
+    kv_bytes: int | None  # kv_cache_bytes
+    storage_bytes: int | None  # kv_cache_storage_bytes
+
+
+def _layer_window(layer: Any) -> int | None:
+    if not getattr(layer, "is_sliding", False) and "Sliding" not in type(layer).__name__:
+        return None
+    window = getattr(layer, "sliding_window", None) or getattr(layer, "max_cache_len", None)
+    return int(window) if window else None
+
+
+def cache_layout(cache: Any) -> CacheLayout | None:
+    """The :class:`CacheLayout` of a transformers cache; None for no cache (encoders) or an unknown object."""
+    if cache is None:
+        return None
+    layers = cache_layers(cache)
+    if layers is None:
+        if not isinstance(cache, (tuple, list)):
+            return None
+        tensors = _kv_tensors(cache)
+        tokens = max((int(t.shape[-2]) for t in tensors if t.dim() >= 2), default=None)
+        return CacheLayout(("tuple",), None, "full", tokens, kv_cache_bytes(cache), kv_cache_storage_bytes(cache))
+    classes = tuple(dict.fromkeys(type(layer).__name__ for layer in layers))
+    windows = [w for w in (_layer_window(layer) for layer in layers) if w is not None]
+    held = [getattr(layer, "keys", None) for layer in layers]
+    tokens = max(
+        (int(k.shape[-2]) for k in held if k is not None and hasattr(k, "shape") and k.dim() >= 2), default=None
+    )
+    return CacheLayout(
+        classes,
+        min(windows) if windows else None,
+        "window" if windows else "full",
+        tokens,
+        kv_cache_bytes(cache),
+        kv_cache_storage_bytes(cache),
+    )

@@ -1,8 +1,11 @@
 """Run cases in worker processes: one per model x precision group (or per case), records appended as cases end.
 
 A worker that crashes, hangs past the timeout or is killed costs only its current case: the case is
-recorded (error / timeout) and a fresh worker takes the rest. Workers come from a forkserver that has
-already imported torch and transformers (never CUDA), so isolation does not pay the import per worker.
+recorded (error / timeout) and a fresh worker takes the rest; so does a worker whose case failed with a
+CUDA error other than out of memory (its CUDA context may be poisoned). Workers come from a forkserver
+that has already imported torch and transformers (never CUDA), so isolation does not pay the import per
+worker. A worker dies with its runner: killed without a chance to clean up (SIGKILL), the runner cannot
+stop its workers, so each worker watches the runner itself (see :func:`die_with_runner`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +32,8 @@ PRELOAD = ["torch", "transformers", "bench.measure.worker"]
 # import may initialise CUDA, which a forked worker cannot inherit), so GPU workers import it lazily.
 PRELOAD_CPU_QUANTIZED = ["bitsandbytes"]
 LOAD_ALLOWANCE_S = 900.0  # a group's first case may also build and cache a full-size random checkpoint
+RUNNER_WATCH_PERIOD_S = 0.5  # how often a worker checks that its runner is still alive
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,61 @@ def _limit_address_space(headroom_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (size + headroom_bytes, resource.RLIM_INFINITY))
 
 
-def _worker_main(conn: Connection, memory_cap_bytes: int | None, host_headroom: int | None) -> None:
-    """Worker loop: receive (spec, policy, run_id), send back the record and the telemetry timeline."""
+def _runner_alive(pid: int, started: float | None) -> bool:
+    """True while the process ``pid`` runs and is the one that started at ``started`` (not a zombie, not reused)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and (started is None or proc.create_time() == started)
+    except psutil.Error:
+        return False
+
+
+def die_with_runner(runner_pid: int, period_s: float = RUNNER_WATCH_PERIOD_S) -> threading.Thread | None:
+    """Make this worker process die when the runner ``runner_pid`` does, however the runner ends.
+
+    A worker's parent is the forkserver, not the runner, and the forkserver outlives a killed runner as long
+    as any worker does (each worker inherits the write end of the pipe whose end-of-file tells the forkserver
+    to exit). So a daemon thread checks every ``period_s`` that the runner still runs (a zombie counts as
+    dead, a reused pid too) and SIGKILLs this worker when it does not; then the forkserver exits as well.
+    On Linux the parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) also kills the worker at once
+    if the forkserver dies first. Returns the thread; never returns when the runner is already gone.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still guards
+    import psutil
+
+    try:
+        started: float | None = psutil.Process(runner_pid).create_time()
+    except psutil.Error:
+        started = None
+    if started is None or not _runner_alive(runner_pid, started):
+        os.kill(os.getpid(), signal.SIGKILL)
+        return None
+
+    def watch() -> None:
+        while _runner_alive(runner_pid, started):
+            time.sleep(period_s)
+        os.kill(os.getpid(), signal.SIGKILL)  # nothing to clean up that the kernel does not: GPU memory included
+
+    thread = threading.Thread(target=watch, name="bench-runner-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _worker_main(
+    conn: Connection, memory_cap_bytes: int | None, host_headroom: int | None, runner_pid: int | None = None
+) -> None:
+    """Worker loop: receive (spec, policy, run_id), send back the record, the telemetry timeline and whether
+    the process's CUDA context may be poisoned."""
+    if runner_pid is not None:
+        die_with_runner(runner_pid)
     quiet_libraries()
     if host_headroom:
         _limit_address_space(host_headroom)
@@ -84,7 +144,7 @@ def _worker_main(conn: Connection, memory_cap_bytes: int | None, host_headroom: 
         spec, policy, run_id = message
         conn.send(("started", None))
         record = runner.run(CaseSpec.from_dict(spec), TimingPolicy.from_dict(policy), run_id)
-        conn.send(("record", (record.to_dict(), list(runner.last_timeline))))
+        conn.send(("record", (record.to_dict(), list(runner.last_timeline), runner.context_poisoned)))
 
 
 _CONTEXT: Any = None
@@ -107,9 +167,8 @@ class Worker:
     def __init__(self, options: RunOptions):
         ctx = _mp_context()
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_worker_main, args=(child, options.memory_cap_bytes, options.host_memory_headroom_bytes), daemon=True
-        )
+        args = (child, options.memory_cap_bytes, options.host_memory_headroom_bytes, os.getpid())
+        self.process = ctx.Process(target=_worker_main, args=args, daemon=True)
         self.process.start()
         child.close()
         self.loaded_group: tuple[str, ...] | None = None
@@ -238,9 +297,15 @@ class _Isolated:
         timeout = policy.timeout_s + (LOAD_ALLOWANCE_S if worker.loaded_group != group else 0)
         kind, payload = worker.ask(spec, policy, self.options.run_id, timeout)
         if kind == "record":
+            record, timeline, poisoned = Record.from_dict(payload[0]), payload[1], payload[2]
+            if poisoned:  # a sticky CUDA error poisons the context: no later case may run in this process
+                worker.close(kill=True)
+                self.worker = None
+                note = "\n(a CUDA error other than out of memory: the worker was replaced before the next case)"
+                return record.replace(error=(record.error or "") + note), timeline
             # after an OOM the worker dropped its model: the next case reloads it and gets the load allowance
-            worker.loaded_group = group if payload[0]["status"] != "oom" else None
-            return Record.from_dict(payload[0]), payload[1]
+            worker.loaded_group = group if record.status != "oom" else None
+            return record, timeline
         worker.close(kill=True)
         self.worker = None
         if kind == "timeout":

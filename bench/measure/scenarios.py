@@ -90,11 +90,23 @@ def generation_kwargs(model: Any, new_tokens: int) -> dict[str, Any]:
 
 
 def run_generate(
-    model: Any, prompt: dict[str, Any], new_tokens: int, clock: Clock = time.perf_counter, sync: Sync = no_sync
+    model: Any,
+    prompt: dict[str, Any],
+    new_tokens: int,
+    clock: Clock = time.perf_counter,
+    sync: Sync = no_sync,
+    extra_kwargs: dict[str, Any] | None = None,
+    before: Callable[[], None] | None = None,
 ) -> GenerateSample:
-    """Generate ``new_tokens`` tokens once, timing the first and every later token from the call's start."""
+    """Generate ``new_tokens`` tokens once, timing the first and every later token from the call's start.
+
+    ``extra_kwargs`` go to generate() (an engine's static cache); ``before`` runs before the clock starts
+    (an engine resetting that cache), so neither is inside the timed call.
+    """
     timer = TokenTimer(clock)
-    kwargs = generation_kwargs(model, new_tokens)
+    kwargs = dict(generation_kwargs(model, new_tokens), **(extra_kwargs or {}))
+    if before is not None:
+        before()
     sync()
     start = clock()
     out = model.generate(**prompt, streamer=timer, **kwargs)

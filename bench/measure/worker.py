@@ -13,14 +13,22 @@ from typing import Any
 from bench.config.models import DECODER, resolve_source
 from bench.config.precision import get_precision
 from bench.config.spec import CaseSpec, TimingPolicy
+from bench.measure.engines import engine_failure, engine_for, skip_reason
 from bench.measure.loader import LoadedModel, load_model
-from bench.measure.memory import CudaPeaks, host_peak_rss_bytes, host_rss_bytes, kv_cache_bytes, reset_host_peak
+from bench.measure.memory import (
+    CudaPeaks,
+    cache_layout,
+    host_peak_rss_bytes,
+    host_rss_bytes,
+    reset_host_peak,
+)
+from bench.measure.oom import is_oom, poisons_cuda_context
 from bench.measure.quantization import weights_bytes
-from bench.measure.scenarios import Clock, device_sync, make_prompt, repeat_until, run_encode, run_generate
-from bench.measure.telemetry.summary import add_per_unit
-from bench.measure.telemetry.summary import quality_flags as telemetry_flags
+from bench.measure.roofline import decode_roofline, device_bandwidth
+from bench.measure.scenarios import Clock, device_sync, make_prompt, run_encode, run_generate
+from bench.measure.timing import case_telemetry, compile_call, run_phases
 from bench.results.metrics import coefficient_of_variation
-from bench.results.record import Memory, Record, Samples
+from bench.results.record import Memory, Record, Roofline, Samples
 from bench.units import utc_now
 
 
@@ -57,28 +65,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def is_oom(exc: BaseException, device: str = "cpu") -> bool:
-    """True for an out-of-memory failure of the case's device (on a GPU run, host OOM is an error)."""
-    if device.startswith("cuda"):
-        try:
-            import torch
-
-            return isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(exc)
-        except ImportError:
-            return False
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    text = str(exc)
-    return "out of memory" in text.lower() or "can't allocate memory" in text
-
-
 def process_device_bytes(sampler: Any) -> tuple[int | None, str | None]:
     """What the driver reports this process holds on the sampler's device now (NVML), and how it was read."""
     sampler.start()
@@ -107,19 +93,31 @@ class PreparedCase:
             import torch
 
             self.prompt["token_type_ids"] = torch.zeros_like(self.prompt["input_ids"])
+        self.engine = engine_for(loaded.model, spec.engine, device, decoder=is_decoder)
+        self.engine.prepare(spec)
         self.last_cache: Any = None
+        self.compile_s: float | None = None
         self._raw: dict[str, list[Any]] = {"ttft_s": [], "e2e_s": [], "itl_s": [], "latency_s": []}
 
     def run_once(self) -> float:
         """One timed call; returns its E2E (generate) or forward latency (encode) in seconds."""
         if self.spec.scenario == "generate":
             self.last_cache = None  # the previous repetition's KV cache must not inflate this one's peak
-            sample = run_generate(self.loaded.model, self.prompt, self.spec.new_tokens, self.clock, self.sync)
+            sample = run_generate(
+                self.loaded.model,
+                self.prompt,
+                self.spec.new_tokens,
+                self.clock,
+                self.sync,
+                self.engine.generate_kwargs(),
+                self.engine.before_call,
+            )
             self._raw["ttft_s"].append(sample.ttft_s)
             self._raw["e2e_s"].append(sample.e2e_s)
             self._raw["itl_s"].append(sample.itl_s)
             self.last_cache = sample.cache
             return sample.e2e_s
+        self.engine.before_call()
         latency = run_encode(self.loaded.model, self.prompt, self.clock, self.sync)
         self._raw["latency_s"].append(latency)
         return latency
@@ -143,12 +141,17 @@ class PreparedCase:
         """Metrics of the samples so far and memory in bytes (JSON-safe), for pytest-benchmark's extra_info."""
         record = Record(spec=self.spec, status="ok", samples=self.samples())
         info: dict[str, Any] = {k: v for k, v in record.metrics.items() if v == v and abs(v) != float("inf")}
+        layout = cache_layout(self.last_cache)
         info.update(
             weights_bytes=weights_bytes(self.loaded.model),
-            kv_cache_bytes=kv_cache_bytes(self.last_cache),
+            kv_cache_bytes=layout.kv_bytes if layout else None,
+            kv_cache_tokens=layout.tokens if layout else None,
+            cache_policy=layout.policy if layout else None,
             host_peak_rss_bytes=host_peak_rss_bytes(),
             precision=self.spec.precision,
             random_weights=self.loaded.source.random_weights,
+            engine=self.spec.engine,
+            compile_s=self.compile_s,
         )
         if self.device.startswith("cuda"):
             import torch
@@ -168,7 +171,9 @@ def prepare_case(spec: CaseSpec, device: str | None = None) -> PreparedCase:
     runner = CaseRunner()
     resolved = resolve_device(device or spec.device)
     loaded = runner.model_for(spec, resolved)
-    return PreparedCase(loaded, spec, resolved, runner.clock)
+    case = PreparedCase(loaded, spec, resolved, runner.clock)
+    case.compile_s = compile_call(case)  # the compiled engine compiles here, never in a timed round
+    return case
 
 
 @dataclass
@@ -196,14 +201,25 @@ class CaseRunner:
         self._device_total: dict[str, int] = {}
         self._context_bytes: dict[str, int | None] = {}
         self.last_timeline: tuple[dict[str, Any], ...] = ()
+        # True after a case failed with a CUDA error other than OOM: this process's CUDA context may be
+        # unusable, so its runner must replace it before the next case (bench.measure.runner).
+        self.context_poisoned = False
 
-    def sampler(self, device: str) -> Any:
-        """A telemetry sampler for ``device`` (NVML on a GPU, psutil on a CPU)."""
+    def sampler(self, device: str, background: bool = True) -> Any:
+        """A telemetry sampler for ``device`` (NVML on a GPU, psutil on a CPU); ``background=False``: no thread,
+        samples only where the caller takes them."""
         from bench.measure.telemetry.sampler import TelemetrySampler
 
         return TelemetrySampler(
-            device, period_s=self.telemetry_period_s, baseline_used_bytes=self._used_before.get(device)
+            device,
+            period_s=self.telemetry_period_s,
+            baseline_used_bytes=self._used_before.get(device),
+            background=background,
         )
+
+    def prepared_case(self, spec: CaseSpec, device: str) -> PreparedCase:
+        """A case of the loaded group ready to time outside :meth:`run` (the overhead benchmark's bare calls)."""
+        return PreparedCase(self.model_for(spec, device), spec, device, self.clock)
 
     def _prepare_device(self, device: str) -> None:
         """Create the CUDA context once, measure it, and apply the simulated card size (``memory_cap_bytes``)."""
@@ -234,7 +250,7 @@ class CaseRunner:
 
     def model_for(self, spec: CaseSpec, device: str) -> LoadedModel:
         """The loaded model for a spec's group, loading it (and dropping the previous one) when needed."""
-        group = (*spec.group[:3], device, spec.attn_implementation)
+        group = (*spec.group[:3], device, *spec.group[4:], spec.attn_implementation)
         if self.state.group == group and self.state.loaded is not None:
             return self.state.loaded
         self.release(device)
@@ -242,7 +258,7 @@ class CaseRunner:
         baseline = process_device_bytes(self.sampler(device))[0] if device.startswith("cuda") else None
         host_baseline = host_rss_bytes()
         start = time.perf_counter()
-        source = resolve_source(spec.model, spec.weights)
+        source = resolve_source(spec.model, spec.weights, spec.cache)
         loaded = load_model(source, get_precision(spec.precision), device, spec.seed, spec.attn_implementation)
         self.state = GroupState(group, loaded, baseline, host_baseline, time.perf_counter() - start)
         return loaded
@@ -264,10 +280,13 @@ class CaseRunner:
             device = resolve_device(spec.device)
             record = self._measure(self.model_for(spec, device), spec, policy, device, base)
         except Exception as exc:
-            status = "oom" if is_oom(exc, device) else "error"
+            status = "oom" if is_oom(exc, device) else "skipped" if engine_failure(exc) else "error"
+            self.context_poisoned = status == "error" and device.startswith("cuda") and poisons_cuda_context(exc)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if status == "error":
                 message += "\n" + "".join(traceback.format_exception(exc)[-3:])
+            elif status == "skipped":  # the compiled engine cannot run this case: one line saying why
+                message = skip_reason(exc, spec.precision, device)
             del exc  # its traceback holds the case's tensors
             memory = Memory(
                 baseline_bytes=self.state.baseline_bytes,
@@ -291,58 +310,65 @@ class CaseRunner:
     ) -> Record:
         case = PreparedCase(loaded, spec, device, self.clock)
         _free(device)  # earlier cases' cached blocks must not count as this case's peak
+        compile_s = compile_call(case)  # the compiled engine's first call: timed apart, never a sample
         for _ in range(policy.warmup_runs):
             case.run_once()
         case.clear()
+        name = device_name(device)
+        bandwidth = device_bandwidth(device, name) if spec.scenario == "generate" and spec.new_tokens > 1 else None
 
-        sampler = self.sampler(device)
         reset_host_peak()
         with CudaPeaks(device) as peaks:
-            sampler.start()
-            try:
-                repeat_until(
-                    case.run_once, policy.min_repetitions, policy.max_repetitions, policy.min_duration_s, self.clock
-                )
-            finally:
-                telemetry = sampler.stop()
+            phases = run_phases(case, policy, self.sampler, self.clock)
         host_peak = host_peak_rss_bytes()
-        self.last_timeline = tuple(telemetry.timeline)
-        kv_bytes = kv_cache_bytes(case.last_cache)
+        telemetry = case_telemetry(phases, spec.scenario, spec.batch_size, spec.new_tokens)
+        self.last_timeline = telemetry.timeline
+        layout = cache_layout(case.last_cache)  # what the cache really held (None for encoders)
+        stored = weights_bytes(loaded.model)
+        roofline = Roofline()
+        if bandwidth is not None:
+            window = layout.window_tokens if layout else None
+            roofline = decode_roofline(loaded.model, stored, case.last_cache, window, spec.batch_size, bandwidth)
         case.last_cache = None
 
         total_bytes = self._device_total.get(device)
         memory = Memory(
-            weights_bytes=weights_bytes(loaded.model),
+            weights_bytes=stored,
             peak_allocated_bytes=peaks.peak_allocated_bytes,
             peak_reserved_bytes=peaks.peak_reserved_bytes,
             nvml_process_peak_bytes=telemetry.nvml_process_peak_bytes,
             nvml_method=telemetry.nvml_method,
             baseline_bytes=self.state.baseline_bytes,
-            kv_cache_bytes=kv_bytes,
+            kv_cache_bytes=layout.kv_bytes if layout else None,
+            kv_cache_storage_bytes=layout.storage_bytes if layout else None,
+            kv_cache_tokens=layout.tokens if layout else None,
+            cache_layer_classes=layout.layer_classes if layout else (),
+            cache_window_tokens=layout.window_tokens if layout else None,
+            cache_policy=layout.policy if layout else None,
             host_peak_rss_bytes=host_peak,
             host_baseline_rss_bytes=self.state.host_baseline_rss_bytes,
             device_total_bytes=total_bytes,
             memory_cap_bytes=self.memory_cap_bytes,
         )
-        sample_obj = case.samples()
+        sample_obj = phases.samples
         flags = list(_quality_flags(spec, loaded, sample_obj, policy))
-        repetitions = len(sample_obj.e2e_s or sample_obj.latency_s)
-        if spec.scenario == "generate":
-            tel_summary = add_per_unit(telemetry.summary, repetitions * spec.batch_size * spec.new_tokens, "token")
-        else:
-            tel_summary = add_per_unit(telemetry.summary, repetitions * spec.batch_size, "sequence")
-        flags.extend(telemetry_flags(tel_summary))
+        flags.extend(telemetry.flags)
+        if phases.recompiled:
+            flags.append("recompiled_while_timed")  # a compilation ran inside a timed repetition
         info = dict(loaded.info, load_s=round(self.state.load_s, 3), pid=os.getpid())
         return Record(
             status="ok",
             device=device,
-            device_name=device_name(device),
+            device_name=name,
             samples=sample_obj,
             memory=memory,
             model_info=info,
             quantization=loaded.quantization,
-            telemetry=tel_summary,
+            telemetry=telemetry.summary,
             flags=tuple(dict.fromkeys(flags)),
+            compile_s=compile_s,
+            engine_info=case.engine.info(),
+            roofline=roofline,
             **base,
         )
 
@@ -371,6 +397,8 @@ def _quality_flags(spec: CaseSpec, loaded: LoadedModel, samples: Samples, policy
         flags.append("random_weights")
         if get_precision(spec.precision).quant == "int8":
             flags.append("int8_outliers_unrepresentative")
+    if loaded.source.window_removed:
+        flags.append("full_cache")  # --cache full: the checkpoint's sliding window was removed
     values = samples.e2e_s or samples.latency_s
     if coefficient_of_variation(values) > policy.noisy_cv:
         flags.append("noisy")

@@ -1,8 +1,9 @@
 """Memory and speed prediction for cards the user does not own, and the purchase advisor.
 
 - :mod:`.architecture`: the model's tensors, read from the model transformers builds on the meta device
+- :mod:`.arch_cache`: that reading cached as JSON per config, so later predictions import no torch
 - :mod:`.weights`: bytes of the loaded weights, bitsandbytes' storage and quantization state included
-- :mod:`.kv_cache`: KV-cache bytes per token and the cache's length over a generation
+- :mod:`.kv_cache`: KV-cache bytes per token and the cache's length over a generation, with or without a sliding window
 - :mod:`.activations`: short-lived tensors of prefill, a decode step and an encoder forward, stage by stage
 - :mod:`.fixed_costs`: CUDA context, cuBLAS workspaces, allocator rounding; the CPU calibration
 - :mod:`.memory`: the predicted peak, composed of the terms above (:func:`~.memory.predict_memory`)

@@ -107,13 +107,16 @@ def decoder_prefill(
     peak = functools.partial(linear_peak, rows=t, precision=precision, traits=traits, act=act)
     # inputs_embeds, and rotary cos/sin per sequence (generate passes position ids for every sequence)
     base = t * h * act + 2 * t * arch.head_dim * act
+    sdpa_ws = _attention_workspace(arch, b, length, act, attn)
     if arch.sliding_window and length > arch.sliding_window:
-        base += b * length * length  # a boolean sliding-window mask
+        base += b * length * length  # a boolean sliding-window mask, held through the forward
+        if attn == "sdpa":  # SDPA turns a boolean mask into an additive one in the compute dtype, per call
+            sdpa_ws += b * length * length * act
     if arch.num_layers > 1:
         base += t * h * act  # the layer's input, held by the caller
     norm_tmp = t * h * 8  # RMSNorm: float32 copy and normalised float32 tensor
     stages: Stages = [("input norm", base + norm_tmp + t * h * act)]
-    stages += _decoder_attention_stages(arch, t, act, base, _attention_workspace(arch, b, length, act, attn), peak)
+    stages += _decoder_attention_stages(arch, t, act, base, sdpa_ws, peak)
     stages.append(("post-attention norm", base + t * h * act + norm_tmp + t * h * act))
     stages += _decoder_mlp_stages(arch, t, act, base + 2 * t * h * act, peak)  # residual + normed MLP input
     stages.append(("final norm", t * h * act * 2 + norm_tmp))

@@ -54,7 +54,7 @@ class Fit:
     """One card x model x precision x context: the predicted peak against the card, and decode speed."""
 
     gpu: str
-    memory_bytes: int
+    memory_bytes: int  # the box size
     bandwidth_bytes_per_s: float
     price_usd: float | None
     model: str
@@ -64,13 +64,17 @@ class Fit:
     new_tokens: int
     batch_size: int
     predicted_peak_bytes: int
-    margin_bytes: int
-    verdict: str  # fits | tight | no
+    margin_bytes: int  # usable memory minus the predicted peak
+    verdict: str  # fits | tight | no, against the usable memory
     tokens_per_s: float | None  # predicted (efficiency applied) or the ceiling; None for encoders
     speed_label: str | None  # "predicted" | "ceiling"
     measured_tokens_per_s: float | None = None
     measured_peak_bytes: int | None = None
     notes: tuple[str, ...] = ()
+    usable_bytes: int | None = None  # what the driver reports as the card's total (None: the box size)
+    usable_source: str = ""  # "measured: ...", "cited: ..." or "assumed: ..."
+    engine: str = "eager"  # the engine the speed is for (bench.config.spec.ENGINES)
+    speed_basis: str | None = None  # "calibrated on <device>" or "bandwidth ceiling"; None for encoders
 
     @property
     def fits(self) -> bool:
@@ -152,8 +156,13 @@ def advise(
     new_tokens: int = 64,
     records: Sequence[Any] = (),
     headroom: float = DEFAULT_HEADROOM,
+    engine: str = "eager",
 ) -> list[Fit]:
-    """Every GPU profile x model x precision x context: predicted fit and decode speed (and measured, if any)."""
+    """Every GPU profile x model x precision x context: predicted fit against the card's usable memory
+    (:attr:`~bench.config.hardware.HardwareProfile.usable_memory_bytes`) and decode speed (and measured, if any).
+
+    The speed is ``engine``'s: the ceiling scaled by that engine's measured roofline fraction where a record
+    has one ("calibrated on <device>"), else the ceiling itself."""
     for p in precisions:
         get_precision(p)
     records = list(records)
@@ -169,9 +178,12 @@ def advise(
             for precision in precisions:
                 for gpu in gpus:
                     mem = predict_memory(model, precision, prompt, batch_size, new, gpu)
+                    usable = gpu.usable_memory_bytes
                     speed = None
                     if family == DECODER:
-                        speed = predict_decode(model, precision, prompt, batch_size, new, gpu, records, profiles)
+                        speed = predict_decode(
+                            model, precision, prompt, batch_size, new, gpu, records, profiles, engine=engine
+                        )
                     fits.append(
                         Fit(
                             gpu=gpu.name,
@@ -185,13 +197,17 @@ def advise(
                             new_tokens=new,
                             batch_size=batch_size,
                             predicted_peak_bytes=mem.total_bytes,
-                            margin_bytes=gpu.memory_bytes - mem.total_bytes,
-                            verdict=_verdict(mem.total_bytes, gpu.memory_bytes, headroom),
+                            margin_bytes=usable - mem.total_bytes,
+                            verdict=_verdict(mem.total_bytes, usable, headroom),
                             tokens_per_s=speed.predicted_tokens_per_s if speed else None,
                             speed_label=speed.label if speed else None,
                             measured_tokens_per_s=speed.measured_tokens_per_s if speed else None,
                             measured_peak_bytes=_measured_peak(peaks, gpu, (model, precision, prompt, new, batch_size)),
                             notes=mem.notes,
+                            usable_bytes=usable,
+                            usable_source=gpu.usable_source,
+                            engine=engine,
+                            speed_basis=speed.basis_text if speed else None,
                         )
                     )
     return fits

@@ -6,6 +6,9 @@ shape, its role in a layer (qkv, o, gate_up, down, fc1, ...) and whether bitsand
 it, and every other parameter or buffer with its dtype. Which linear layers bitsandbytes replaces is
 decided by transformers' own rule (``get_keys_to_not_convert``: lm_head and tied or last modules stay
 unquantized, plus the model's ``_keep_in_fp32_modules``).
+
+The build imports torch and transformers; its result is cached on disk per config and transformers
+version (:mod:`bench.predict.arch_cache`), so a registered model is read back without either.
 """
 
 from __future__ import annotations
@@ -149,11 +152,30 @@ _ARCHITECTURES: dict[tuple[str, str, str], Architecture] = {}
 
 
 def architecture(model: Any) -> Architecture:
-    """The architecture of a registered model name or a transformers config (cached per config)."""
-    name, config, family = resolve_config(model)
-    key = (name, family, _config_key(config))
+    """The architecture of a registered model name or a transformers config (cached per config).
+
+    A registered name needs neither torch nor transformers once its summary is in the cache
+    (:mod:`bench.predict.arch_cache`): the key is the entry's shipped config.json with its overrides.
+    """
+    from bench.predict.arch_cache import cached_architecture  # it builds on this module's dataclasses
+
+    if isinstance(model, str):
+        entry = get_model(model)
+        name, family, config_class, data = entry.name, entry.family, entry.architecture, entry.config_dict()
+
+        def build() -> Architecture:
+            return _build_architecture(name, family, entry.config())
+
+    else:
+        name, config, family = resolve_config(model)
+        config_class, data = type(config).__name__, json.loads(_config_key(config))
+
+        def build() -> Architecture:
+            return _build_architecture(name, family, config)
+
+    key = (name, family, config_class + json.dumps(data, sort_keys=True, default=str))
     if key not in _ARCHITECTURES:
-        _ARCHITECTURES[key] = _build_architecture(name, family, config)
+        _ARCHITECTURES[key] = cached_architecture(name, family, config_class, data, build)
     return _ARCHITECTURES[key]
 
 

@@ -27,6 +27,7 @@ def claims_predictor(gpu: HardwareProfile | None = None) -> Any:
                 spec.new_tokens,
                 gpu,
                 attn_implementation=spec.attn_implementation,
+                cache=getattr(spec, "cache", "config"),
             ).total_bytes
         except BadInputError:
             return None

@@ -9,6 +9,7 @@ and slack of the device (:mod:`.fixed_costs`). Every figure is a prediction, lab
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +25,13 @@ from bench.predict.activations import (
 )
 from bench.predict.architecture import DTYPE_BYTES, Architecture, architecture, check_shape
 from bench.predict.fixed_costs import cpu_fixed_costs, cuda_fixed_costs
-from bench.predict.kv_cache import concatenation_bytes, final_cache_tokens, kv_bytes_per_token
+from bench.predict.kv_cache import (
+    cache_window,
+    concatenation_bytes,
+    final_cache_tokens,
+    kv_bytes_per_token,
+    windowed_step_tokens,
+)
 from bench.predict.weights import weight_bytes
 
 
@@ -45,26 +52,31 @@ class MemoryPrediction:
     weights_unquantized_bytes: int
     quant_state_bytes: int
     kv_cache_bytes: int  # live at the peak
-    kv_cache_final_bytes: int  # at the end of generation (prompt + new tokens - 1)
+    kv_cache_final_bytes: int  # at the end of generation: kv_cache_tokens per layer and sequence
     activation_bytes: int  # activations and workspace live at the peak
     slack_bytes: int  # allocator rounding and fragmentation
     total_bytes: int
     peak_phase: str
     peak_stage: str
-    device_memory_bytes: int | None = None
+    device_memory_bytes: int | None = None  # the card's box size
     notes: tuple[str, ...] = ()
     calibration: dict[str, str] = field(default_factory=dict)
     label: str = "predicted"
+    kv_cache_tokens: int = 0  # tokens per layer and sequence the cache holds at the end (W - 1 at most with a window)
+    cache_policy: str | None = None  # "window" | "full" for decoders (None: encoders)
+    cache_window_tokens: int | None = None  # the sliding window applied, None when every token is kept
+    device_usable_bytes: int | None = None  # what the driver reports as the card's total (see usable_source)
+    usable_source: str | None = None  # "measured: ...", "cited: ..." or "assumed: ..."
 
     @property
     def fits(self) -> bool | None:
-        """True when the predicted peak fits the device's memory; None without a device."""
-        return None if self.device_memory_bytes is None else self.total_bytes <= self.device_memory_bytes
+        """True when the predicted peak fits the card's usable memory; None without a card."""
+        return None if self.device_usable_bytes is None else self.total_bytes <= self.device_usable_bytes
 
     @property
     def margin_bytes(self) -> int | None:
-        """Device memory minus the predicted peak (negative: does not fit)."""
-        return None if self.device_memory_bytes is None else self.device_memory_bytes - self.total_bytes
+        """Usable memory minus the predicted peak (negative: does not fit)."""
+        return None if self.device_usable_bytes is None else self.device_usable_bytes - self.total_bytes
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (byte fields as integers; ``fits`` and ``margin_bytes`` included)."""
@@ -100,16 +112,28 @@ def decoder_peak(
     new_tokens: int,
     attn_implementation: str = "sdpa",
 ) -> Peak:
-    """The larger of prefill (prompt cache + prefill transients) and the last decode step (full cache, its
-    concatenation copy and the step's transients)."""
+    """The larger of prefill (prompt cache + prefill transients) and the worst decode step (cache, the
+    step's copy of one layer and its transients); ``arch.sliding_window`` is the window the cache applies.
+
+    The prefill holds every layer's K/V for the whole prompt with or without a window (a sliding-window
+    layer keeps a view of the full concatenation until the first decode step, see :mod:`.kv_cache`).
+    """
     act = DTYPE_BYTES[runtime_dtype(precision, traits.kind)]
     kv_token = kv_bytes_per_token(arch, precision, traits.kind)
+    window = arch.sliding_window
     prefill = decoder_prefill(arch, batch_size, context_tokens, precision, traits, act, attn_implementation)
     prefill_kv = kv_token * batch_size * context_tokens
-    final_kv = kv_token * batch_size * final_cache_tokens(context_tokens, new_tokens)
-    decode_act = concatenation_bytes(arch, final_kv) + decoder_decode_step(arch, batch_size, precision, traits, act)
-    if new_tokens > 1 and final_kv + decode_act > prefill_kv + prefill.bytes:
-        return Peak("decode", "last decode step", int(final_kv), int(decode_act), int(final_kv))
+    final_kv = kv_token * batch_size * final_cache_tokens(context_tokens, new_tokens, window)
+    step_act = decoder_decode_step(arch, batch_size, precision, traits, act)
+    if window is None:
+        decode_kv, decode_act, stage = final_kv, concatenation_bytes(arch, final_kv) + step_act, "last decode step"
+    else:
+        per_layer_token = kv_token * batch_size // max(arch.num_layers, 1)
+        cache, extra = windowed_step_tokens(arch.num_layers, context_tokens, new_tokens, window)
+        decode_kv, decode_act = per_layer_token * cache, per_layer_token * extra + step_act
+        stage = "first decode step (the window drops the prompt)" if context_tokens >= window else "last decode step"
+    if new_tokens > 1 and decode_kv + decode_act > prefill_kv + prefill.bytes:
+        return Peak("decode", stage, int(decode_kv), int(decode_act), int(final_kv))
     return Peak("prefill", prefill.stage, int(prefill_kv), int(prefill.bytes), int(final_kv))
 
 
@@ -147,6 +171,23 @@ def prediction_notes(
     return tuple(notes)
 
 
+def cache_architecture(arch: Architecture, cache: str = "config") -> Architecture:
+    """The architecture as a cache policy runs it: ``full`` removes the sliding window (mask and cache)."""
+    window = cache_window(arch, cache)
+    return arch if window == arch.sliding_window else dataclasses.replace(arch, sliding_window=window)
+
+
+def _cache_fields(arch: Architecture, context_tokens: int, new_tokens: int) -> dict[str, Any]:
+    if arch.family != DECODER:
+        return {"kv_cache_tokens": 0, "cache_policy": None, "cache_window_tokens": None}
+    window = arch.sliding_window
+    return {
+        "kv_cache_tokens": final_cache_tokens(context_tokens, new_tokens, window),
+        "cache_policy": "full" if window is None else "window",
+        "cache_window_tokens": window,
+    }
+
+
 def predict_memory(
     model: Any,
     precision: str | Precision,
@@ -156,13 +197,16 @@ def predict_memory(
     device_profile: HardwareProfile | None = None,
     *,
     attn_implementation: str = "sdpa",
+    cache: str = "config",
 ) -> MemoryPrediction:
     """Predict the peak memory of one generate (decoder) or encode (encoder) call.
 
     ``model`` is a registered name or a transformers config; ``device_profile`` None means a generic
     CUDA GPU (assumed context, no card limit); a ``cpu`` profile predicts the host process's growth.
+    ``cache`` is the KV-cache policy (``config``, ``window`` or ``full``: the window removed). A card's
+    fit is judged against its usable memory (``device_usable_bytes``), its box size shown beside it.
     """
-    arch = architecture(model)
+    arch = cache_architecture(architecture(model), cache)
     prec = precision if isinstance(precision, Precision) else get_precision(precision)
     check_shape(arch, context_tokens, batch_size, new_tokens)
     traits = device_traits(device_profile)
@@ -177,6 +221,7 @@ def predict_memory(
     else:
         costs = cpu_fixed_costs(arch, prec, peak.dynamic_bytes)
     total = costs.context_bytes + weights.total_bytes + peak.dynamic_bytes + costs.slack_bytes
+    card = device_profile if device_profile is not None and device == "cuda" else None
     return MemoryPrediction(
         model=arch.name,
         precision=prec.name,
@@ -197,9 +242,12 @@ def predict_memory(
         total_bytes=int(total),
         peak_phase=peak.phase,
         peak_stage=peak.stage,
-        device_memory_bytes=device_profile.memory_bytes if device_profile and device == "cuda" else None,
+        device_memory_bytes=card.memory_bytes if card else None,
         notes=prediction_notes(arch, prec, device_profile, device, context_tokens),
         calibration={"context_bytes": costs.context_basis, "slack_bytes": costs.slack_basis},
+        device_usable_bytes=card.usable_memory_bytes if card else None,
+        usable_source=card.usable_source if card else None,
+        **_cache_fields(arch, context_tokens, new_tokens),
     )
 
 
@@ -210,12 +258,14 @@ def largest_batch(
     new_tokens: int,
     device_profile: HardwareProfile,
     limit: int = 4096,
+    *,
+    cache: str = "config",
 ) -> int:
-    """The largest batch whose predicted peak fits the device (0 when even one sequence does not)."""
+    """The largest batch whose predicted peak fits the card's usable memory (0 when even one sequence does not)."""
 
     def fits(b: int) -> bool:
-        pred = predict_memory(model, precision, context_tokens, b, new_tokens, device_profile)
-        return pred.total_bytes <= device_profile.memory_bytes
+        pred = predict_memory(model, precision, context_tokens, b, new_tokens, device_profile, cache=cache)
+        return pred.total_bytes <= device_profile.usable_memory_bytes
 
     if not fits(1):
         return 0

@@ -1,9 +1,11 @@
 """Predict decode tokens/s on a device from its memory bandwidth.
 
 Decode speed is bounded by memory bandwidth: every decode step reads every weight once plus the KV
-cache, so the ceiling is batch x bandwidth / bytes read per step; an efficiency measured on real runs
-(measured decode tokens/s over the same ceiling) turns the ceiling into a prediction. Without a
-measured efficiency the answer is the ceiling, labelled so.
+cache, so the ceiling is batch x bandwidth / bytes read per step (the formula is
+:func:`bench.results.metrics.decode_step_bytes`, the same one a record's roofline uses). A measured
+roofline fraction (a record's ``decode_roofline_fraction``: floor time per token over measured TPOT) of
+the same model, precision and engine turns the ceiling into a prediction labelled "calibrated on
+<device>"; without one the answer is the ceiling, labelled so.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from bench.config.models import DECODER
 from bench.config.precision import Precision, get_precision, runtime_dtype
 from bench.errors import BadInputError
 from bench.predict.architecture import DTYPE_BYTES, architecture, check_shape
-from bench.predict.kv_cache import kv_bytes_per_token, mean_cache_tokens
+from bench.predict.kv_cache import cache_window, kv_bytes_per_token
 from bench.predict.weights import weight_bytes
+from bench.results.metrics import decode_step_bytes
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ class SpeedPrediction:
     predicted_tokens_per_s: float  # ceiling x efficiency, or the ceiling itself when no efficiency is known
     label: str  # "predicted" (an efficiency applied) | "ceiling"
     measured_tokens_per_s: float | None = None  # the same case measured on this device, where a record exists
+    engine: str = "eager"  # the engine the efficiency was measured with (bench.config.spec.ENGINES)
+    calibrated_on: str | None = None  # the device(s) whose records gave the efficiency
+
+    @property
+    def basis_text(self) -> str:
+        """``calibrated on <device>`` where a measured fraction was applied, else ``bandwidth ceiling``."""
+        return f"calibrated on {self.calibrated_on}" if self.calibrated_on else "bandwidth ceiling"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -56,17 +66,24 @@ def decode_bytes_per_step(
     new_tokens: int = 1,
     device: str = "cuda",
 ) -> int:
-    """Bytes one decode step reads: every weight once (the input embedding only for the batch's rows) plus
-    the KV cache at the mean length over the generation."""
+    """Bytes one decode step reads: every weight once (an untied input embedding only for the batch's rows)
+    plus the KV cache at the mean length the timed steps read (the config's sliding window caps it)."""
     arch = architecture(model)
     prec = precision if isinstance(precision, Precision) else get_precision(precision)
     act = DTYPE_BYTES[runtime_dtype(prec, device)]
     weights = weight_bytes(arch, prec, device).total_bytes
     tied = any(lin.tied for lin in arch.linears)
-    embedding = 0 if tied else arch.input_embedding_numel * act  # a tied table is read whole by the head
-    weights_read = weights - embedding + batch_size * arch.hidden * act
-    kv = kv_bytes_per_token(arch, prec, device) * batch_size * mean_cache_tokens(context_tokens, new_tokens)
-    return int(weights_read + kv)
+    # a tied table is read whole by the head; an untied one only for the rows the step looks up
+    weights_read = weights if tied else weights - arch.input_embedding_numel * act + batch_size * arch.hidden * act
+    step = decode_step_bytes(
+        weights_read,
+        kv_bytes_per_token(arch, prec, device),
+        batch_size,
+        context_tokens,
+        max(new_tokens, 2),
+        cache_window(arch),
+    )
+    return int(step)
 
 
 def _ceiling(
@@ -76,65 +93,106 @@ def _ceiling(
     return batch * profile.bandwidth_bytes_per_s / per_step, per_step
 
 
+def _kind(device: str) -> str:
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
 def measured_efficiencies(records: Iterable[Any], profiles: Sequence[HardwareProfile]) -> list[dict[str, Any]]:
-    """For each ok generate record on a known device: measured decode tokens/s over that device's ceiling."""
+    """For each ok decode record: its measured fraction of the bandwidth roofline, per engine.
+
+    A record that carries its roofline (``decode_roofline_fraction``: the bandwidth it was measured against is
+    in the record) gives it directly; an older record on a device with a profile gives measured decode
+    tokens/s over that profile's ceiling. ``device`` is the matching profile's name, else the record's.
+    """
     rows = []
     for r in records:
         if getattr(r, "status", None) != "ok" or r.spec.scenario != "generate" or r.spec.new_tokens < 2:
             continue
-        tps = r.metrics.get("decode_tokens_per_s")
         prof = find_profile(r.device_name, profiles) if r.device_name else None
-        if not tps or prof is None or not math.isfinite(tps):
+        if prof is not None and prof.kind != _kind(r.device):
+            prof = None
+        roofline = getattr(r, "roofline", None)
+        has_roofline = roofline is not None and roofline.memory_bandwidth_bytes_per_s
+        if prof is None and not has_roofline:  # before the metrics: they are derived from the samples on every access
             continue
-        if (prof.kind == "cuda") != str(r.device).startswith("cuda"):
+        m = r.metrics
+        tps = m.get("decode_tokens_per_s")
+        if not tps or not math.isfinite(tps):
             continue
-        try:
-            ceiling, _ = _ceiling(
-                r.spec.model,
-                get_precision(r.spec.precision),
-                r.spec.context_tokens,
-                r.spec.batch_size,
-                r.spec.new_tokens,
-                prof,
-            )
-        except BadInputError:
-            continue
+        efficiency = m.get("decode_roofline_fraction")
+        if efficiency is None:
+            if prof is None:
+                continue
+            try:
+                ceiling, _ = _ceiling(
+                    r.spec.model,
+                    get_precision(r.spec.precision),
+                    r.spec.context_tokens,
+                    r.spec.batch_size,
+                    r.spec.new_tokens,
+                    prof,
+                )
+            except BadInputError:
+                continue
+            efficiency = float(tps) / ceiling
         rows.append(
             {
-                "device": prof.name,
+                "device": prof.name if prof is not None else r.device_name,
+                "kind": _kind(r.device),
+                "engine": getattr(r.spec, "engine", "eager"),
                 "model": r.spec.model,
                 "precision": r.spec.precision,
                 "context_tokens": r.spec.context_tokens,
                 "batch_size": r.spec.batch_size,
                 "new_tokens": r.spec.new_tokens,
                 "decode_tokens_per_s": float(tps),
-                "efficiency": float(tps) / ceiling,
+                "efficiency": float(efficiency),
             }
         )
     return rows
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A measured efficiency for a prediction, where it comes from, and the same case's measured speed."""
+
+    efficiency: float | None = None
+    basis: str | None = None
+    calibrated_on: str | None = None
+    measured_tokens_per_s: float | None = None
+
+
 def _efficiency(
-    effs: list[dict[str, Any]], model: str, precision: str, device: str, context_tokens: int, batch_size: int
-) -> tuple[float | None, str | None, float | None]:
-    """``(efficiency, its basis, the same case's measured tokens/s)``: the median over runs of this model
-    and precision on this device, else on any device, else nothing."""
-    same = [e for e in effs if e["model"] == model and e["precision"] == precision]
+    effs: list[dict[str, Any]],
+    model: str,
+    precision: str,
+    device: str,
+    context_tokens: int,
+    batch_size: int,
+    engine: str = "eager",
+    kind: str | None = None,
+) -> Calibration:
+    """The median fraction over records of this model, precision and engine on this device, else on other
+    devices of the same kind (a CPU's fraction says nothing of a GPU's), else none."""
+    same = [e for e in effs if e["model"] == model and e["precision"] == precision and e["engine"] == engine]
     here = [e for e in same if e["device"] == device]
+    what = f"{model} {precision} ({engine})"
     if here:
         efficiency = statistics.median(e["efficiency"] for e in here)
-        basis = f"median of {len(here)} measured run(s) of {model} {precision} on {device}"
+        basis = f"calibrated on {device}: median roofline fraction of {len(here)} measured record(s) of {what}"
         exact = [
             e["decode_tokens_per_s"]
             for e in here
             if e["context_tokens"] == context_tokens and e["batch_size"] == batch_size
         ]
-        return efficiency, basis, statistics.median(exact) if exact else None
-    if same:
-        efficiency = statistics.median(e["efficiency"] for e in same)
-        devices = sorted({e["device"] for e in same})
-        return efficiency, f"median of {len(same)} measured run(s) of {model} {precision} on {', '.join(devices)}", None
-    return None, None, None
+        return Calibration(efficiency, basis, device, statistics.median(exact) if exact else None)
+    others = [e for e in same if kind is None or e["kind"] == kind]
+    if others:
+        efficiency = statistics.median(e["efficiency"] for e in others)
+        devices = ", ".join(sorted({e["device"] for e in others}))
+        basis = f"calibrated on {devices}: median roofline fraction of {len(others)} measured record(s) of {what}"
+        return Calibration(efficiency, basis, devices)
+    return Calibration()
 
 
 def predict_decode(
@@ -146,11 +204,12 @@ def predict_decode(
     device_profile: HardwareProfile | None = None,
     records: Iterable[Any] | None = None,
     profiles: Sequence[HardwareProfile] | None = None,
+    engine: str = "eager",
 ) -> SpeedPrediction:
-    """Predict decode tokens/s on a device: the bandwidth ceiling, times a measured efficiency if any.
+    """Predict decode tokens/s on a device: the bandwidth ceiling, times a measured roofline fraction if any.
 
-    The efficiency comes from ``records`` (measured runs): the same device, model and precision first,
-    then the same model and precision on any device; without one the answer is labelled a ceiling.
+    The fraction comes from ``records`` of the same model, precision and ``engine``: on this device first,
+    then on other devices of its kind ("calibrated on <device>"); without one the answer is the ceiling.
     """
     if device_profile is None:
         raise BadInputError("a decode-speed prediction needs a device: pass --gpu NAME")
@@ -164,10 +223,10 @@ def predict_decode(
     if all(p.name != device_profile.name for p in pool):
         pool.append(device_profile)
     effs = measured_efficiencies(records or (), pool)
-    efficiency, basis, measured = _efficiency(
-        effs, arch.name, prec.name, device_profile.name, context_tokens, batch_size
+    cal = _efficiency(
+        effs, arch.name, prec.name, device_profile.name, context_tokens, batch_size, engine, device_profile.kind
     )
-    predicted = ceiling * efficiency if efficiency is not None else ceiling
+    predicted = ceiling * cal.efficiency if cal.efficiency is not None else ceiling
     return SpeedPrediction(
         model=arch.name,
         precision=prec.name,
@@ -179,9 +238,11 @@ def predict_decode(
         bandwidth_bytes_per_s=device_profile.bandwidth_bytes_per_s,
         bandwidth_basis=device_profile.bandwidth_basis,
         ceiling_tokens_per_s=ceiling,
-        efficiency=efficiency,
-        efficiency_basis=basis,
+        efficiency=cal.efficiency,
+        efficiency_basis=cal.basis,
         predicted_tokens_per_s=predicted,
-        label="predicted" if efficiency is not None else "ceiling",
-        measured_tokens_per_s=measured,
+        label="predicted" if cal.efficiency is not None else "ceiling",
+        measured_tokens_per_s=cal.measured_tokens_per_s,
+        engine=engine,
+        calibrated_on=cal.calibrated_on,
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.config.hardware import load_profiles
+from bench.config.hardware import HardwareProfile, load_profiles
 from bench.errors import BadInputError
 from bench.predict.advisor import FITS, NO, TIGHT, Fit, Requirement, advise, cheapest
 from bench.report.document import Block, Heading, Para, Table
@@ -38,7 +38,8 @@ def _cell(fit: Fit | None) -> str:
 def advice_blocks(records: Sequence[Record] = ()) -> list[Block]:
     """A short 'which card' section: every profiled GPU x precision at 4096 tokens, predicted, with the pick."""
     try:
-        fits = advise(load_profiles(), [ADVICE_MODEL], list(ADVICE_PRECISIONS), [ADVICE_CONTEXT], records=records)
+        profiles = load_profiles()
+        fits = advise(profiles, [ADVICE_MODEL], list(ADVICE_PRECISIONS), [ADVICE_CONTEXT], records=records)
     except (BadInputError, OSError, ValueError) as exc:
         return [Heading("Which card? (predicted)", 2), Para(f"No advice: {exc}", "warn")]
     requirement = Requirement(ADVICE_MODEL, ADVICE_CONTEXT, ADVICE_PRECISIONS, ADVICE_MIN_TOKENS_PER_S)
@@ -79,7 +80,8 @@ def advice_blocks(records: Sequence[Record] = ()) -> list[Block]:
             tuple(rows),
             "lr" + "l" * len(ADVICE_PRECISIONS),
             caption=f"{ADVICE_MODEL} at {ADVICE_CONTEXT} tokens (prompt + 64 new), batch 1: predicted "
-            "peak device memory and decode speed per card; run 'bench advise' for other requirements",
+            "peak device memory and decode speed per card; run 'bench advise' for other requirements"
+            + "".join(f". {note}" for note in hand_entered_notes(profiles)),
         )
     )
     return blocks
@@ -105,61 +107,108 @@ def _fit_text(fit: Fit) -> str:
     return text
 
 
-def render_table(fits: Sequence[Fit], title: str = "What fits where (predicted)") -> Any:
-    """A rich table: one row per card x model x context, a column per precision with fit, margin and tokens/s."""
+def hand_entered_notes(profiles: Sequence[HardwareProfile]) -> list[str]:
+    """One line per profile whose measured figures were typed in by hand (approximate, not 'bench profile')."""
+    notes = []
+    for p in profiles:
+        if p.measured is not None and p.measured.hand_entered and p.measured.memory_bandwidth_bytes_per_s:
+            tbs = p.measured.memory_bandwidth_bytes_per_s / 1e12
+            notes.append(
+                f"{p.name}: its bandwidth ({tbs:.1f} TB/s) is a hand-entered approximation from one run, "
+                "not 'bench profile' output"
+            )
+    return notes
+
+
+_FIT_WORDS = {FITS: "fits", TIGHT: "tight", NO: "no"}
+_FIT_COLOURS = {FITS: "green", TIGHT: "yellow", NO: "red"}
+
+
+def render_table(fits: Sequence[Fit], title: str = "What fits where (predicted)", notes: Sequence[str] = ()) -> Any:
+    """A rich table for an 80-column terminal: one row per card x context x precision with short cells (the
+    fit word, the margin, decode tokens/s); measured figures and ``notes`` below it. Several models give one
+    table each (a rich Group)."""
+    from rich.console import Group
+
+    models = list(dict.fromkeys(f.model for f in fits))
+    tables = [_advice_table([f for f in fits if f.model == m], f"{title}: {m}", notes) for m in models]
+    return tables[0] if len(tables) == 1 else Group(*tables)
+
+
+def _advice_table(fits: Sequence[Fit], title: str, notes: Sequence[str]) -> Any:
+    """One model's fits: cards in the order given, each card's contexts and precisions on their own rows."""
     from rich.table import Table
 
+    contexts = list(dict.fromkeys(f.context_tokens for f in fits))
+    gpus = {g: i for i, g in enumerate(dict.fromkeys(f.gpu for f in fits))}
+    precisions = {p: i for i, p in enumerate(dict.fromkeys(f.precision for f in fits))}
+    fits = sorted(fits, key=lambda f: (gpus[f.gpu], contexts.index(f.context_tokens), precisions[f.precision]))
+    if len(contexts) == 1:
+        title += f", {contexts[0]} tokens"
+    first = fits[0] if fits else None
+    if first is not None:
+        title += f" (prompt + {first.new_tokens} new), batch {first.batch_size}"
     table = Table(
-        title=title,
-        caption="fit: card memory minus predicted peak (tight: within 5%); tokens/s: "
-        "bandwidth ceiling x measured efficiency, or '≤ ceiling' where no "
-        "efficiency was measured",
+        title=title, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold", title_justify="left"
     )
-    precisions = list(dict.fromkeys(f.precision for f in fits))
-    for col in ("GPU", "memory", "model", "context"):
-        table.add_column(col, justify="right" if col in ("memory", "context") else "left")
-    for p in precisions:
-        table.add_column(f"{p} (predicted)")
-    rows: dict[tuple[str, str, int], dict[str, Fit]] = {}
-    order: list[tuple[str, str, int]] = []
+    table.add_column("GPU", max_width=25, no_wrap=True, overflow="ellipsis")
+    table.add_column("memory", justify="right", no_wrap=True)
+    if len(contexts) > 1:
+        table.add_column("context", justify="right", no_wrap=True)
+    for name, justify in (("precision", "left"), ("fit", "left"), ("margin", "right"), ("tok/s", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    shown_gpu = shown_context = None
     for f in fits:
-        key = (f.gpu, f.model, f.context_tokens)
-        if key not in rows:
-            rows[key] = {}
-            order.append(key)
-        rows[key][f.precision] = f
-    for key in order:
-        cells = rows[key]
-        first = next(iter(cells.values()))
-        styled = []
-        for p in precisions:
-            f = cells.get(p)
-            if f is None:
-                styled.append("")
-                continue
-            colour = {FITS: "green", TIGHT: "yellow", NO: "red"}[f.verdict]
-            speed = f", {_speed_text(f)} tok/s" if f.fits and f.tokens_per_s is not None else ""
-            styled.append(f"[{colour}]{_fit_text(f)}[/{colour}]{speed}")
-        table.add_row(key[0], f"{first.memory_bytes / GiB:.0f} GiB", key[1], str(key[2]), *styled)
+        gpu = "" if f.gpu == shown_gpu else f.gpu
+        cells = [gpu, f"{f.memory_bytes / GiB:.0f} GiB" if gpu else ""]
+        if len(contexts) > 1:
+            cells.append(str(f.context_tokens) if gpu or f.context_tokens != shown_context else "")
+        speed = "" if not f.fits or f.tokens_per_s is None else _short_speed(f)
+        colour = _FIT_COLOURS[f.verdict]
+        fit = f"[{colour}]{_FIT_WORDS[f.verdict]}[/{colour}]"
+        cells += [f.precision, fit, f"{f.margin_bytes / GiB:+.1f} GiB", speed]
+        table.add_row(*cells)
+        shown_gpu, shown_context = f.gpu, f.context_tokens
+    measured = [_measured_line(f) for f in fits if f.measured_peak_bytes is not None or f.measured_tokens_per_s]
+    table.caption = "\n".join(
+        [
+            "fit: usable card memory minus predicted peak (tight: within 5%). tok/s: decode, ≤ a memory-bandwidth "
+            "ceiling, ~ the ceiling scaled by an efficiency measured on real runs.",
+            *measured,
+            *notes,
+        ]
+    )
+    table.caption_justify = "left"
     return table
+
+
+def _short_speed(fit: Fit) -> str:
+    """Decode tokens/s in a few characters: "≤88" for a bandwidth ceiling, "~41" for a calibrated prediction."""
+    return ("~" if fit.speed_label == "predicted" else "≤") + f"{fit.tokens_per_s:,.0f}"
+
+
+def _measured_line(fit: Fit) -> str:
+    """What a record measured for a fit, in one line below the table."""
+    parts = []
+    if fit.measured_peak_bytes is not None:
+        parts.append(f"peak {fit.measured_peak_bytes / GiB:.2f} GiB")
+    if fit.measured_tokens_per_s is not None:
+        parts.append(f"{fit.measured_tokens_per_s:,.0f} tok/s")
+    return f"measured: {fit.gpu} {fit.precision} at {fit.context_tokens} tokens: {', '.join(parts)}"
 
 
 def plot_advice(fits: Sequence[Fit], path: str | Path, requirement: Requirement | None = None) -> Path:
     """A PNG per model and context: predicted decode tokens/s per card and precision (hatched where it does
     not fit), cards ordered by memory, the required speed as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: its import alone costs more than drawing the chart
     from matplotlib.patches import Patch
 
     if not fits:
         raise BadInputError("nothing to plot: no fits")
     panels = list(dict.fromkeys((f.model, f.context_tokens) for f in fits))
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(10, 0.38 * len({f.gpu for f in fits}) * len(panels) + 1.5), squeeze=False
-    )
+    fig = Figure(figsize=(10, 0.38 * len({f.gpu for f in fits}) * len(panels) + 1.5))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (model, context) in zip(axes[:, 0], panels, strict=True):
         sub = [f for f in fits if f.model == model and f.context_tokens == context]
         gpus = list(dict.fromkeys(f.gpu for f in sorted(sub, key=lambda f: (f.memory_bytes, f.bandwidth_bytes_per_s))))
@@ -202,7 +251,6 @@ def plot_advice(fits: Sequence[Fit], path: str | Path, requirement: Requirement 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out
 
 
@@ -223,7 +271,7 @@ def advisor_summary_markdown(fits: Sequence[Fit], requirement: Requirement | Non
                 if best.tokens_per_s is None
                 else (
                     f", {_speed_text(best)} tokens/s"
-                    + (" (bandwidth ceiling)" if best.speed_label == "ceiling" else "")
+                    + (f" ({best.speed_basis})" if best.speed_basis else "")
                 )
             )
             lines.append(
@@ -246,7 +294,7 @@ def advisor_summary_markdown(fits: Sequence[Fit], requirement: Requirement | Non
         if not sub:
             continue
         lines.append(
-            f"{model}, {context}-token context (margin = card memory minus predicted peak; "
+            f"{model}, {context}-token context (margin = usable card memory minus predicted peak; "
             "≤ marks a bandwidth ceiling):"
         )
         lines.append("")

@@ -113,7 +113,7 @@ def build_report(
     env = data.envelopes[0] if data.envelopes else {}
 
     blocks = _intro(data, groups, env, gaps, notes)
-    blocks += claims_section(results)
+    blocks += claims_section(results, data.envelopes)
     prefix_needed = len(groups) > 1
     for g in groups:
         blocks += device_section(g, folder, f"{g.slug}--" if prefix_needed else "", make_plots)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from bench.claims.boundary import DEFAULT_TOLERANCE_TOKENS as BOUNDARY_TOLERANCE_TOKENS
 from bench.claims.definitions import Claim
+from bench.claims.evidence import READING_LABELS
+from bench.claims.real_card import RealCardVerdict, judge_on_real_card
 from bench.claims.verdicts import (
     EVIDENCE_LABELS,
     EVIDENCE_SHORT,
@@ -24,6 +27,7 @@ from bench.claims.verdicts import (
 )
 from bench.report.document import Block, Bullets, Details, Heading, Para, Table
 from bench.report.run_data import DeviceGroup
+from bench.report.runtime_section import WindowExtraFn, predicted_window_extra, runtime_blocks
 from bench.results.record import Record
 from bench.units import fmt_gb, fmt_mib
 
@@ -159,15 +163,33 @@ def _capped_blocks(capped: ClaimVerdict, device_label: str) -> list[Block]:
     return blocks
 
 
-def _claim_blocks(verdict: ClaimVerdict, capped: ClaimVerdict | None, device_label: str) -> list[Block]:
+def _real_card_blocks(real: RealCardVerdict | None) -> list[Block]:
+    """The verdict's second line, against the usable memory of a real card of the budget's box size."""
+    if real is None:
+        return []
+    blocks: list[Block] = [Para(f"{real.symbol} {real.text}.", _verdict_kind(real.symbol))]
+    if real.verdict is not None and real.verdict.contexts:
+        blocks.append(Details(f"{real.heading}: margins against its usable memory", (_context_rows(real.verdict),)))
+    return blocks
+
+
+def _reading_bullets(verdict: ClaimVerdict) -> list[str]:
+    return [f"Reading: {READING_LABELS[r]}" for r in verdict.readings]
+
+
+def _claim_blocks(
+    verdict: ClaimVerdict, capped: ClaimVerdict | None, device_label: str, real: RealCardVerdict | None = None
+) -> list[Block]:
     claim = verdict.claim
     blocks: list[Block] = [Heading(f"{claim.title} — {device_label}", 3)]
     blocks.append(Para(f"{verdict.symbol} {verdict.text}.", _verdict_kind(verdict.symbol)))
+    blocks += _real_card_blocks(real)
     facts = [
         f"Budget: {budget_words(claim)}" + (f' (stated as "{claim.stated_as}")' if claim.stated_as else ""),
         f"Covers: {claim.describe_cases()}; judged on the NVML process peak (CUDA context + allocator "
         "reservations); an out-of-memory case does not fit",
         f"Evidence: {_evidence_words(verdict)}",
+        *_reading_bullets(verdict),
     ]
     if claim.source:
         facts.append(f"Source: {claim.source}")
@@ -200,6 +222,31 @@ class ClaimResults:
     """The verdicts of every claim on every device group (and the capped second check)."""
 
     verdicts: list[tuple[DeviceGroup | None, ClaimVerdict, ClaimVerdict | None]]
+    real: list[RealCardVerdict | None] = field(default_factory=list)  # by index of ``verdicts``
+
+
+def _shipped_profiles() -> list[Any]:
+    from bench.config.hardware import load_profiles
+    from bench.errors import BadInputError
+
+    try:
+        return load_profiles()
+    except BadInputError:
+        return []
+
+
+def _with_real_cards(
+    results: ClaimResults, profiles: Sequence[Any], predict: Predictor | None
+) -> ClaimResults:
+    """Each verdict judged again on the real card of its budget's box size (the second line)."""
+    for g, v, _ in results.verdicts:
+        records = g.records if g else []
+        results.real.append(
+            judge_on_real_card(
+                v.claim, records, profiles, predict=predict, device=v.device, device_name=v.device_name
+            )
+        )
+    return results
 
 
 def judge_groups(
@@ -207,8 +254,13 @@ def judge_groups(
     groups: Sequence[DeviceGroup],
     capped: dict[str, list[Record]],
     predict: Predictor | None = None,
+    profiles: Sequence[Any] | None = None,
 ) -> ClaimResults:
-    """Judge each claim on each device group; a claim with evidence nowhere is shown once, with its gaps."""
+    """Judge each claim on each device group; a claim with evidence nowhere is shown once, with its gaps.
+
+    Each verdict also gets its second line, on the real card of the budget's box size: the shipped GPU
+    profile of that size with the smallest usable memory (``profiles``, default: the shipped profiles).
+    """
     out: list[tuple[DeviceGroup | None, ClaimVerdict, ClaimVerdict | None]] = []
     for claim in claims:
         per_group = []
@@ -224,11 +276,37 @@ def judge_groups(
             out.append(per_group[0])
         else:
             out.append((None, judge_claim(claim, [], predict=predict), None))
-    return ClaimResults(out)
+    return _with_real_cards(ClaimResults(out), _shipped_profiles() if profiles is None else profiles, predict)
 
 
-def claims_section(results: ClaimResults) -> list[Block]:
-    """The "Claims" section: a summary row per verdict, a legend, then each claim's block."""
+def _real_card_table(results: ClaimResults) -> Table | None:
+    rows, kinds = [], []
+    for (g, v, _), real in zip(results.verdicts, results.real, strict=False):
+        if real is None:
+            continue
+        card = real.card.describe() if real.card else "no shipped card of that box size"
+        verdict = f"{real.symbol} {real.verdict.text}" if real.verdict else "—"
+        rows.append((v.claim.title, v.claim.budget_text, g.label if g else "—", card, verdict))
+        kinds.append(_verdict_kind(real.symbol))
+    if not rows:
+        return None
+    return Table(
+        ("Claim", "Budget", "Device", "Real card (smallest usable memory of that box size)", "Verdict on it"),
+        tuple(rows),
+        "lllll",
+        tuple(kinds),
+        caption="The same evidence judged against what a real card of the budget's box size exposes",
+    )
+
+
+def claims_section(
+    results: ClaimResults,
+    envelopes: Sequence[dict[str, Any]] = (),
+    window_extra: WindowExtraFn | None = predicted_window_extra,
+) -> list[Block]:
+    """The "Claims" section: a summary row per verdict, a legend, the verdicts on real cards, the runtime they
+    hold for (``envelopes``: the run's environment envelopes; ``window_extra``: the predicted bytes a runtime
+    without the sliding window holds more, None to leave it out), then each claim's block."""
     blocks: list[Block] = [Heading("Claims", 2)]
     rows, kinds = [], []
     for g, v, c in results.verdicts:
@@ -254,12 +332,20 @@ def claims_section(results: ClaimResults) -> list[Block]:
     )
     blocks.append(
         Para(
-            "✅ / ❌: measured on a GPU (NVML process peak, what nvidia-smi shows). ⚠️: holds only up to a context, or "
-            "not a GPU measurement (host memory or a prediction), or no evidence. Margins: budget minus peak, positive "
-            "is headroom; MiB = 2^20 bytes, GB = 10^9 bytes.",
+            "✅ / ❌: measured on a GPU (NVML process peak, what nvidia-smi shows). ☑️ / ✖️: measured on a GPU, but on a "
+            "weaker reading (device-wide, a guessed process, or a GPU another process used), named beside the verdict. "
+            "⚠️: holds only up to a context, or not a GPU measurement (host memory or a prediction), or no evidence. "
+            "Margins: budget minus peak, positive is headroom; MiB = 2^20 bytes, GB = 10^9 bytes.",
             "note",
         )
     )
-    for g, v, c in results.verdicts:
-        blocks += _claim_blocks(v, c, g.label if g else "no device")
+    real_table = _real_card_table(results)
+    if real_table is not None:
+        blocks.append(real_table)
+    groups = {id(g): g for g, _, _ in results.verdicts if g is not None}
+    shown = [(g.label, g.records) for g in groups.values()]
+    blocks += runtime_blocks(shown, [v for _, v, _ in results.verdicts], envelopes, window_extra)
+    reals = list(results.real) + [None] * (len(results.verdicts) - len(results.real))
+    for (g, v, c), real in zip(results.verdicts, reals, strict=True):
+        blocks += _claim_blocks(v, c, g.label if g else "no device", real)
     return blocks

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from bench.track.settings import MEMORY_METRIC
 from bench.track.verdicts import (
@@ -41,7 +43,7 @@ def format_value(value: float, unit: str) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     if unit == "tokens/s":
-        return f"{value:,.1f} tok/s"
+        return f"{value:,.1f} tok/s" if value < 1000 else f"{value:,.0f} tok/s"
     if unit == "s":
         return f"{value * 1e3:,.2f} ms" if value < 1 else f"{value:,.3f} s"
     if unit == "bytes":
@@ -69,7 +71,8 @@ def _ci(m: MetricComparison) -> str:
 
 def _metric_cells(case: CaseComparison, m: MetricComparison) -> list[str]:
     unit = m.info.unit
-    verdict = m.verdict if not m.detail else f"{m.verdict} ({m.detail})"
+    why = "; ".join(x for x in (m.detail, m.test) if x)
+    verdict = m.verdict if not why else f"{m.verdict} ({why})"
     return [
         case.label,
         case.device_name,
@@ -133,27 +136,90 @@ def settings_line(comparison: Comparison) -> str:
     return (
         f"Speed: change of medians beyond {s.threshold:.0%}{extra}, confirmed by a one-sided Mann-Whitney U test "
         f"of the raw samples against baseline x (1 ± threshold), p < {s.alpha:g} "
-        f"(interval: {1 - s.alpha:.0%} bootstrap of the ratio of medians). "
+        f"(interval: {1 - s.alpha:.0%} bootstrap of the ratio of medians); against {s.min_baseline_runs} or more "
+        "baseline runs, by the current median outside the range of their medians widened by the threshold. "
         f"Memory: peak growth beyond max({s.memory_tolerance:.0%}, {s.memory_tolerance_bytes / MiB:.0f} MiB)."
     )
 
 
+# The terminal layout fits 80 columns: per case a heading line, then one row per metric with short cells
+# (fixed widths, so the rows of every case line up), and each verdict's details on indented lines below.
+_TERMINAL_COLUMNS = (
+    ("metric", 16, "left"),
+    ("baseline", 15, "right"),
+    ("current", 15, "right"),
+    ("change", 8, "right"),
+    ("verdict", 15, "left"),
+)
+_SHORT = {INSUFFICIENT: "inconclusive", NOT_SIGNIFICANT: "not significant"}
+
+
+def short_verdict(verdict: str) -> str:
+    """The verdict in at most 15 characters, for the terminal table ("insufficient samples" -> "inconclusive")."""
+    return _SHORT.get(verdict, verdict)
+
+
+def _terminal_table(show_header: bool) -> Table:
+    table = Table(box=None, show_header=show_header, header_style="bold", pad_edge=False, padding=(0, 1))
+    for name, width, justify in _TERMINAL_COLUMNS:
+        table.add_column(name, width=width, justify=justify, no_wrap=True, overflow="ellipsis")
+    return table
+
+
+def _detail_line(m: MetricComparison) -> str:
+    parts = [p for p in (m.detail, m.test) if p]
+    if m.ci_low is not None and m.ci_high is not None:
+        parts.append(f"CI of change {_ci(m)}")
+    return f"{m.info.label}: {'; '.join(parts)}"
+
+
+def _print_indented(console: Console, text: str) -> None:
+    """Dim text indented by 4 columns, wrapped lines included."""
+    console.print(Padding(Text(text, style="dim"), (0, 0, 0, 4)))
+
+
+def _print_case(console: Console, case: CaseComparison, metrics: list[MetricComparison], first: bool) -> None:
+    console.print(f"[bold]{case.label}[/bold] · {case.device_name}", highlight=False)
+    table = _terminal_table(show_header=first)
+    for m in metrics:
+        cells = (m.info.label, format_value(m.baseline, m.info.unit), format_value(m.current, m.info.unit))
+        change = "–" if m.change is None or not math.isfinite(m.change) else f"{m.change:+.1%}"
+        table.add_row(*cells, change, short_verdict(m.verdict), style=_STYLE.get(m.verdict))
+    console.print(table)
+    for m in metrics:
+        if m.verdict != UNCHANGED:
+            _print_indented(console, _detail_line(m))
+
+
 def render_terminal(comparison: Comparison, console: Console | None = None, *, everything: bool = False) -> None:
-    """Print the comparison as a rich table, then warnings and the summary."""
+    """Print the comparison for a terminal of 80 columns or more: per case its metrics, then warnings and summary.
+
+    Without ``everything``, metrics judged unchanged (and cases with nothing else) are left out.
+    """
     console = console or Console()
-    table = Table(title="Benchmark comparison (current vs baseline)", show_lines=False)
-    for col in _COLUMNS:
-        table.add_column(col, overflow="fold", justify="right" if col in ("Baseline", "Current", "Change") else "left")
-    shown = rows(comparison, everything=everything)
-    for verdict, cells in shown:
-        table.add_row(*cells, style=_STYLE.get(verdict))
-    if shown:
-        console.print(table)
+    console.print("[bold]Benchmark comparison (current vs baseline)[/bold]", highlight=False)
+    first = True
+    others = []
+    for case in comparison.cases:
+        if case.status != COMPARED:
+            others.append(case)
+            continue
+        shown = [m for m in case.metrics if everything or m.verdict != UNCHANGED]
+        if shown:
+            _print_case(console, case, shown, first)
+            first = False
+    for case in others:
+        notes = "; ".join(case.notes)
+        style = _STYLE.get(case.verdict, "")
+        head = f"[{style}]{case.verdict}[/{style}]" if style else case.verdict
+        console.print(f"{case.label} · {case.device_name or case.baseline_device_name}: {head}", highlight=False)
+        if notes:
+            _print_indented(console, notes)
     for label, notes in case_notes(comparison):
         console.print(f"[dim]note:[/dim] {label}: {notes}", highlight=False)
     for text in comparison.warnings:
         console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
-    style = "bold red" if comparison.regressions else "bold green"
+    style = "bold red" if comparison.regressions else ("bold yellow" if comparison.inconclusive else "bold green")
     console.print(f"[{style}]{summary_line(comparison)}[/{style}]", highlight=False)
     console.print(settings_line(comparison), style="dim", highlight=False)
 
@@ -174,8 +240,12 @@ def render_markdown(comparison: Comparison, *, title: str = "Benchmark compariso
     """Markdown for a pull-request comment or ``$GITHUB_STEP_SUMMARY``: verdict, warnings, notable rows, all rows."""
     n_reg = len(comparison.regressions)
     head = f"❌ {n_reg} regression{'s' if n_reg != 1 else ''}" if n_reg else "✅ no regression"
+    n_open = len(comparison.inconclusive)
     if not comparison.matched:
         head = "⚠️ nothing comparable"
+    elif n_open and not n_reg:
+        allowed = ", allowed" if comparison.settings.allow_inconclusive else ""
+        head = f"⚠️ inconclusive ({n_open} case{'s' if n_open != 1 else ''} could not be tested{allowed})"
     lines = [f"## {title}: {head}", "", f"**{summary_line(comparison)}**", "", f"_{settings_line(comparison)}_", ""]
     if comparison.warnings:
         lines += ["> [!WARNING]"] + [f"> - {_md_escape(w)}" for w in comparison.warnings] + [""]

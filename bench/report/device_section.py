@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from bench.report import plots
+from bench.report import plots, roofline_plot
 from bench.report.document import Block, Heading, Image, Para
 from bench.report.energy import telemetry_blocks
 from bench.report.run_data import DeviceGroup
@@ -19,7 +19,7 @@ PLOT_DPI = 120
 def plot_images(frame: pd.DataFrame, folder: RunFolder, prefix: str) -> list[Image]:
     """Draw every plot the data allows into the run folder; returns them as report images."""
     images = []
-    for stem, make, _ in plots.PLOTS:
+    for stem, make, _ in (*plots.PLOTS, *roofline_plot.PLOTS):
         fig = make(frame)
         if fig is None:
             continue

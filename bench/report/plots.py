@@ -32,6 +32,7 @@ PRECISION_COLORS = {
 _FALLBACK_COLORS = ("#8c564b", "#d62728", "#393b79", "#637939")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _LINESTYLES = ("-", "--", ":", "-.")
+ENGINE_LINESTYLES = {"compiled": "-", "eager": "--"}
 # Memory segments use colors no precision uses, so a bar is never read as a precision.
 SEGMENT_COLORS = {
     "CUDA context": "#9e9e9e",
@@ -148,6 +149,8 @@ def _label(line: dict[str, object], frame: pd.DataFrame) -> str:
         parts.append(f"batch {line['batch_size']}")
     if "new_tokens" in line and frame["new_tokens"].nunique() > 1:
         parts.append(f"{line['new_tokens']} new")
+    if "engine" in line and frame["engine"].nunique() > 1:
+        parts.append(str(line["engine"]))
     return " · ".join(parts)
 
 
@@ -157,9 +160,12 @@ def _style(line: dict[str, object], frame: pd.DataFrame) -> dict[str, object]:
     batches = sorted(frame["batch_size"].unique())
     batch_index = batches.index(line.get("batch_size", batches[0]))
     style_index = models.index(line["model"]) if len(models) > 1 else batch_index
+    linestyle = _LINESTYLES[style_index % len(_LINESTYLES)]
+    if "engine" in line and frame["engine"].nunique() > 1:
+        linestyle = ENGINE_LINESTYLES.get(str(line["engine"]), ":")  # engines apart: solid compiled, dashed eager
     return {
         "color": precision_color(str(line["precision"])),
-        "linestyle": _LINESTYLES[style_index % len(_LINESTYLES)],
+        "linestyle": linestyle,
         "marker": _MARKERS[batch_index % len(_MARKERS)],
         "markersize": 5,
         "linewidth": 1.8,
@@ -181,11 +187,12 @@ def _line_plot(
     title: str,
     xlabel: str,
     ylabel: str,
-    keys: Sequence[str] = ("model", "precision", "batch_size", "new_tokens"),
+    keys: Sequence[str] = ("model", "precision", "batch_size", "new_tokens", "engine"),
 ) -> Figure | None:
     data = _ok(frame, scenario, column)
     if data.empty:
         return None
+    keys = [k for k in keys if k in data]
     fig, ax = _new_figure()
     for line, part in _lines(data, keys):
         ax.plot(part["context_tokens"], part[column] * scale, label=_label(line, data), **_style(line, data))

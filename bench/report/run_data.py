@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BadInputError
 from bench.results.frame import records_to_frame
 from bench.results.record import Record
 from bench.results.run_folder import EnvironmentFileError, RunFolder, latest_by_key
 from bench.units import slugify
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass

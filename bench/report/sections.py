@@ -18,6 +18,10 @@ FLAG_MEANINGS = {
     "throttled": "the GPU reported clock throttling (power or thermal) during the case",
     "int8_outliers_unrepresentative": "LLM.int8 with random weights: fewer outlier activations than real "
     "weights, so int8 speed is optimistic",
+    "full_cache": "measured with --cache full: the checkpoint's sliding window removed, so the KV cache keeps "
+    "every token (as runtimes that ignore the window do, e.g. transformers 4.x with eager or sdpa attention)",
+    "built_without_window": "an older record (schema 1) of a Phi-3 model built without the checkpoint's "
+    "sliding window: its KV cache keeps every token, so its memory is that of a runtime that ignores the window",
 }
 ALWAYS_SHOWN_FLAGS = ("noisy", "throttled", "random_weights")
 
@@ -33,6 +37,7 @@ ENV_KEYS = (
     "transformers",
     "bitsandbytes",
     "cuda",
+    "cuda_driver",
     "driver",
     "git_commit",
     "gpus",
@@ -46,7 +51,8 @@ ENV_LABELS = {
     "gpus": "GPUs",
     "argv": "Command",
     "cpu": "CPU",
-    "cuda": "CUDA",
+    "cuda": "CUDA (torch built for)",
+    "cuda_driver": "CUDA (driver supports)",
     "os": "OS",
     "cpu_count": "CPU cores",
 }
@@ -78,11 +84,16 @@ def _env_value(key: str, value: Any) -> str:
     return str(value)
 
 
+def _shown_beside(key: str, envelopes: Sequence[dict[str, Any]]) -> bool:
+    """The driver's CUDA is shown wherever torch's is, as "—" for envelopes written before it was recorded."""
+    return key == "cuda_driver" and any("cuda" in e for e in envelopes)
+
+
 def environment_section(data: RunData, groups: Sequence[DeviceGroup]) -> list[Block]:
     """The "Environment" section: the envelope(s) of the run, then the devices in the report."""
     blocks: list[Block] = [Heading("Environment", 2)]
     if data.envelopes:
-        keys = [k for k in ENV_KEYS if any(k in e for e in data.envelopes)]
+        keys = [k for k in ENV_KEYS if any(k in e for e in data.envelopes) or _shown_beside(k, data.envelopes)]
         keys += sorted({k for e in data.envelopes for k in e} - set(ENV_KEYS))
         many = len(data.envelopes) > 1
         headers = ("Item",) + tuple(

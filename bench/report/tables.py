@@ -15,10 +15,13 @@ ORDER = ["model", "precision", "batch_size", "context_tokens"]
 _HIDDEN_TABLE_FLAGS = ("random_weights",)  # said once for the whole report, not on every row
 
 
+_FLAG_WORDS = {"full_cache": "full cache (window removed)", "built_without_window": "no window (old record)"}
+
+
 def flag_words(flags: str | Sequence[str]) -> str:
     """Record flags in words ("random weights, noisy")."""
     items = [f for f in (flags.split(",") if isinstance(flags, str) else flags) if f]
-    return ", ".join(f.replace("_", " ") for f in items)
+    return ", ".join(_FLAG_WORDS.get(f, f.replace("_", " ")) for f in items)
 
 
 def _mem_header(gpu: bool) -> str:
@@ -47,9 +50,10 @@ def _random_note(frame: pd.DataFrame) -> str:
 
 
 def _generate_row(r: pd.Series, column: str) -> tuple[str, ...]:
+    engine = r.get("engine")
     return (
         r["model"],
-        r["precision"],
+        r["precision"] if engine in (None, "eager") or is_missing(engine) else f"{r['precision']} · {engine}",
         str(r["batch_size"]),
         str(r["context_tokens"]),
         str(r["new_tokens"]),

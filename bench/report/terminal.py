@@ -35,9 +35,10 @@ def summary_row(r: Record) -> tuple[str, ...]:
         peak = "-"
     status = r.status if r.ok else f"[red]{r.status}[/]"
     flags = ",".join(f for f in r.flags if f not in ("random_weights", "int8_outliers_unrepresentative"))
+    engine = getattr(s, "engine", "eager")
     return (
         s.model,
-        s.precision,
+        s.precision if engine == "eager" else f"{s.precision} {engine}",
         shape,
         status,
         latency,

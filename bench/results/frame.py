@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from bench.results.record import Record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPEC_COLUMNS = (
     "model",
@@ -18,11 +20,14 @@ SPEC_COLUMNS = (
     "weights",
     "attn_implementation",
     "suite",
+    "engine",
 )
 
 
 def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
     """One row per record: spec fields, status, device, derived metrics, memory bytes, telemetry summary, flags."""
+    import pandas as pd  # imported here: only the paths that draw or tabulate need pandas
+
     rows = []
     for r in records:
         row: dict[str, object] = {c: getattr(r.spec, c) for c in SPEC_COLUMNS}
@@ -39,6 +44,7 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
         )
         row.update(r.metrics)
         row.update(r.memory.to_dict())
+        row.update(r.roofline.to_dict(), compile_s=r.compile_s)
         row.update({f"telemetry_{k}": v for k, v in r.telemetry.items() if not isinstance(v, (dict, list))})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -3,7 +3,8 @@
 Per repetition: :func:`prefill_rates`, :func:`decode_rates`, :func:`tpot_values`,
 :func:`encode_token_rates`, and :func:`speed_samples` (the series the regression gate tests and
 the exports' ranges use). Per case: :func:`generate_metrics` and :func:`encode_metrics`, medians
-over those series; ``Record.metrics`` calls them.
+over those series; ``Record.metrics`` calls them. The bandwidth roofline of decoding:
+:func:`roofline_metrics` (``decode_roofline_fraction`` = the floor time per token over the measured TPOT).
 """
 
 from __future__ import annotations
@@ -137,6 +138,75 @@ def generate_metrics(
         out["itl_p50_s"] = percentile(gaps, 50)
         out["itl_p90_s"] = percentile(gaps, 90)
         out["itl_p99_s"] = percentile(gaps, 99)
+    return out
+
+
+# --------------------------------------------------------------------------- bandwidth roofline of decoding
+
+
+def decode_kv_tokens_read(context_tokens: int, new_tokens: int, window_tokens: int | None = None) -> float:
+    """KV-cache tokens per sequence one timed decode step reads, on average over the steps TPOT covers.
+
+    TPOT covers the N - 1 steps that produce tokens 2..N; the step producing token k attends over the prompt
+    and the k - 1 tokens before it: L + k - 1 tokens, or the sliding window W where it is shorter (a windowed
+    cache keeps W - 1 old tokens beside the new one). 0 for N < 2.
+    """
+    if new_tokens < 2:
+        return 0.0
+    reads = [context_tokens + k - 1 for k in range(2, new_tokens + 1)]
+    if window_tokens:
+        reads = [min(r, window_tokens) for r in reads]
+    return sum(reads) / len(reads)
+
+
+def decode_step_bytes(
+    weights_read_bytes: float,
+    kv_bytes_per_token: float,
+    batch_size: int,
+    context_tokens: int,
+    new_tokens: int,
+    window_tokens: int | None = None,
+) -> float:
+    """Bytes one decode step must read: the weights once (as stored) plus every sequence's KV cache at that
+    position (:func:`decode_kv_tokens_read` tokens of ``kv_bytes_per_token`` each)."""
+    kv_tokens = decode_kv_tokens_read(context_tokens, new_tokens, window_tokens)
+    return float(weights_read_bytes) + batch_size * float(kv_bytes_per_token) * kv_tokens
+
+
+def decode_floor_s(step_bytes: float, bandwidth_bytes_per_s: float) -> float:
+    """The bandwidth floor of one decode step: the bytes it must read over the memory bandwidth."""
+    if not bandwidth_bytes_per_s > 0:
+        raise ValueError(f"memory bandwidth {bandwidth_bytes_per_s!r} must be positive")
+    return step_bytes / bandwidth_bytes_per_s
+
+
+def roofline_metrics(
+    tpot_s: float | None,
+    weights_read_bytes: float | None,
+    kv_bytes_per_token: float | None,
+    bandwidth_bytes_per_s: float | None,
+    batch_size: int,
+    context_tokens: int,
+    new_tokens: int,
+    window_tokens: int | None = None,
+) -> dict[str, float]:
+    """``decode_step_bytes``, ``decode_floor_s``, ``decode_ceiling_tokens_per_s`` = B / floor (the roofline's
+    decode tokens/s) and ``decode_roofline_fraction`` = floor / measured TPOT.
+
+    Each is left out where an input is unknown (no bandwidth: no floor and no fraction); the record says why.
+    """
+    if weights_read_bytes is None or kv_bytes_per_token is None or new_tokens < 2:
+        return {}
+    step = decode_step_bytes(
+        weights_read_bytes, kv_bytes_per_token, batch_size, context_tokens, new_tokens, window_tokens
+    )
+    out = {"decode_step_bytes": step}
+    if bandwidth_bytes_per_s:
+        floor = decode_floor_s(step, bandwidth_bytes_per_s)
+        out["decode_floor_s"] = floor
+        out["decode_ceiling_tokens_per_s"] = batch_size / floor
+        if tpot_s is not None and tpot_s > 0 and math.isfinite(tpot_s):
+            out["decode_roofline_fraction"] = floor / tpot_s
     return out
 
 

@@ -13,13 +13,35 @@ from bench.results import metrics
 
 # The version of the record's JSON form, stored under "schema". Records written before the field
 # existed are version 1. A change to the form bumps it and adds a step to _UPGRADES.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FIRST_SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+# Registered Phi-3 models that version-1 harnesses built from transformers' Phi3Config() defaults,
+# which have no sliding window: their cache kept every token, unlike the real checkpoint's.
+_V1_WINDOWLESS_MODELS = frozenset({"phi-3-mini", "phi-3-mini-2l", "phi-3-tiny"})
+V1_WITHOUT_WINDOW_FLAG = "built_without_window"
+
+
+def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 adds the case's cache policy and engine, what the cache held, compile time and roofline.
+
+    A version-1 record measured none of these: the new fields keep their defaults ("not recorded"). A
+    version-1 random-weights Phi-3 record was built without the checkpoint's sliding window, so it is
+    flagged ``built_without_window``: its KV cache and peak are those of a runtime that keeps every token.
+    """
+    out = dict(data)
+    spec = out.get("spec") or {}
+    if spec.get("weights", "random") == "random" and spec.get("model") in _V1_WINDOWLESS_MODELS:
+        flags = list(out.get("flags") or [])
+        if V1_WITHOUT_WINDOW_FLAG not in flags:
+            flags.append(V1_WITHOUT_WINDOW_FLAG)
+        out["flags"] = flags
+    return out
+
 
 # _UPGRADES[n] turns the dict of a version-n record into a version-(n + 1) one; one entry per
-# version from FIRST_SCHEMA_VERSION up to SCHEMA_VERSION - 1 (none yet: version 1 is the first).
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+# version from FIRST_SCHEMA_VERSION up to SCHEMA_VERSION - 1.
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
 
 
 def upgrade_record_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +113,14 @@ class Memory:
     device_total_bytes: int | None = None
     memory_cap_bytes: int | None = None
     nvml_method: str | None = None
+    # what a decoder's KV cache held at the end of generation (None / () for encoders and older records):
+    # the cache layer classes, the sliding window (tokens), "window" or "full", tokens kept per layer, and
+    # the bytes of the tensors' storage (a window layer's keys are a view of one token more, until the next step)
+    cache_layer_classes: tuple[str, ...] = ()
+    cache_window_tokens: int | None = None
+    cache_policy: str | None = None
+    kv_cache_tokens: int | None = None
+    kv_cache_storage_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -98,6 +128,37 @@ class Memory:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Memory:
+        """Inverse of :meth:`to_dict`; ignores unknown keys."""
+        memory = from_known_fields(cls, data)
+        return dataclasses.replace(memory, cache_layer_classes=tuple(memory.cache_layer_classes or ()))
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """What a decode step must read, and the memory bandwidth it is held against (None where unknown).
+
+    ``weights_read_bytes``: the weights as stored, read once per decode step (an untied input embedding
+    counts only the rows the step looks up). ``kv_bytes_per_token``: KV-cache bytes per token per sequence,
+    as the cache stores them. ``window_tokens``: the sliding window that caps the tokens a step reads (None:
+    every token). ``memory_bandwidth_source``: "measured by bench profile" (the device's profile),
+    "datasheet" (the profile's datasheet figure) or "measured host bandwidth" (a copy benchmark at worker
+    start, a CPU without a host profile); ``memory_bandwidth_note`` says which profile or measurement, or why
+    the bandwidth is unknown. The fraction itself is derived (:func:`bench.results.metrics.roofline_metrics`).
+    """
+
+    weights_read_bytes: int | None = None
+    kv_bytes_per_token: int | None = None
+    window_tokens: int | None = None
+    memory_bandwidth_bytes_per_s: float | None = None
+    memory_bandwidth_source: str | None = None
+    memory_bandwidth_note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Roofline:
         """Inverse of :meth:`to_dict`; ignores unknown keys."""
         return from_known_fields(cls, data)
 
@@ -123,6 +184,11 @@ class Record:
     telemetry: dict[str, Any] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     schema: int = SCHEMA_VERSION
+    # the compiled engine's first call of the case (compilation and one warm-up generation), never a timed
+    # sample; None for eager. engine_info: mode, cache and how many calls ran compiled (bench.measure.engines)
+    compile_s: float | None = None
+    engine_info: dict[str, Any] = field(default_factory=dict)
+    roofline: Roofline = field(default_factory=Roofline)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -138,7 +204,7 @@ class Record:
         """Derived statistics (medians, percentiles, rates) computed from the raw samples."""
         s = self.spec
         if s.scenario == "generate":
-            return metrics.generate_metrics(
+            out = metrics.generate_metrics(
                 self.samples.ttft_s,
                 self.samples.e2e_s,
                 self.samples.itl_s,
@@ -146,6 +212,21 @@ class Record:
                 s.context_tokens,
                 s.new_tokens,
             )
+            if out:
+                rf = self.roofline
+                out.update(
+                    metrics.roofline_metrics(
+                        out.get("tpot_s"),
+                        rf.weights_read_bytes,
+                        rf.kv_bytes_per_token,
+                        rf.memory_bandwidth_bytes_per_s,
+                        s.batch_size,
+                        s.context_tokens,
+                        s.new_tokens,
+                        rf.window_tokens,
+                    )
+                )
+            return out
         return metrics.encode_metrics(self.samples.latency_s, s.batch_size, s.context_tokens)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +250,9 @@ class Record:
             "quantization": self.quantization,
             "telemetry": self.telemetry,
             "flags": list(self.flags),
+            "compile_s": self.compile_s,
+            "engine_info": self.engine_info,
+            "roofline": self.roofline.to_dict(),
             "metrics": self.metrics,
         }
 
@@ -194,6 +278,9 @@ class Record:
             telemetry=dict(data.get("telemetry", {})),
             flags=tuple(data.get("flags", ())),
             schema=data["schema"],
+            compile_s=data.get("compile_s"),
+            engine_info=dict(data.get("engine_info") or {}),
+            roofline=Roofline.from_dict(data.get("roofline") or {}),
         )
 
     def replace(self, **changes: Any) -> Record:

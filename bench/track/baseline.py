@@ -3,6 +3,10 @@
 Each baseline folder is a run folder (``results.jsonl`` + ``environment.json``, the envelopes of
 the runs its records came from) plus ``baseline.json`` saying where and when it was taken. A run
 that spans several GPUs (a merged matrix) becomes one baseline per GPU.
+
+A baseline may hold several runs (``bench baseline save --append``): ``baseline.json`` lists them
+under ``runs``, each with the run ids of its records, so the gate can judge a case against the spread
+of the runs' medians. A baseline saved before ``runs`` existed is one run.
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ class Baseline:
     envelopes: tuple[dict[str, Any], ...]
     meta: dict[str, Any]
 
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        """The saved runs, oldest first: ``{"source", "saved_utc", "run_ids"}`` each (one for an older baseline)."""
+        runs = self.meta.get("runs")
+        if isinstance(runs, list) and runs:
+            return [dict(r) for r in runs if isinstance(r, dict)]
+        ids = sorted({r.run_id for r in self.records})
+        return [{"source": self.meta.get("source"), "saved_utc": self.meta.get("saved_utc"), "run_ids": ids}]
+
+    @property
+    def run_of(self) -> dict[str, str]:
+        """Run id -> the saved run it belongs to (``"run-1"``, ``"run-2"``, ...), for the gate."""
+        return {rid: f"run-{i}" for i, run in enumerate(self.runs, 1) for rid in run.get("run_ids", ())}
+
 
 def _write_run(
     dest: Path, records: Sequence[Record], envelopes: Sequence[dict[str, Any]], meta: dict[str, Any]
@@ -70,12 +88,14 @@ def save_baseline(
     profiles_dir: str | os.PathLike[str] = DEFAULT_PROFILES_DIR,
     *,
     device_name: str | None = None,
+    append: bool = False,
     now: Callable[[], str] = utc_now,
 ) -> list[Path]:
     """Store a run as the baseline of each GPU it was measured on (or only ``device_name``); returns the folders.
 
     Every record is kept, failures included (a case that OOMs in the baseline and fits now is news).
-    An existing baseline of the same GPU is replaced.
+    An existing baseline of the same GPU is replaced, or with ``append`` kept and the run added to it
+    as one more run (refused when the baseline already holds a run of the same run id).
     """
     run = RunFolder(run_dir)
     records = run.load_records()
@@ -93,23 +113,42 @@ def save_baseline(
     written = []
     for name, recs in sorted(by_device.items()):
         envs = unique_envelopes(e for r in recs if (e := envelope_for(r, envelopes)) is not None)
-        statuses: dict[str, int] = {}
-        for r in recs:
-            statuses[r.status] = statuses.get(r.status, 0) + 1
-        meta = {
-            "device_name": name,
-            "source": str(Path(run_dir)),
-            "saved_utc": now(),
-            "cases": len({r.spec.key for r in recs}),
-            "statuses": statuses,
-            "versions": {
-                k: sorted({v for e in envs if (v := version_of(e, k))}) for k in (*LIBRARY_KEYS, "git_commit")
-            },
-        }
         dest = baseline_dir(profiles_dir, name)
-        _write_run(dest, recs, envs, meta)
+        run = {"source": str(Path(run_dir)), "saved_utc": now(), "run_ids": sorted({r.run_id for r in recs})}
+        runs = [run]
+        if append and RunFolder(dest).has_results():
+            old = read_baseline(dest)
+            _refuse_repeated_run(old, run["run_ids"], run_dir)
+            recs, envs, runs = [*old.records, *recs], unique_envelopes([*old.envelopes, *envs]), [*old.runs, run]
+        _write_run(dest, recs, envs, _meta(name, recs, envs, runs))
         written.append(dest)
     return written
+
+
+def _refuse_repeated_run(old: Baseline, run_ids: Sequence[str], run_dir: str | os.PathLike[str]) -> None:
+    """A run already in the baseline would count twice in the spread of run medians: refuse it."""
+    repeated = sorted(set(run_ids) & set(old.run_of))
+    if repeated:
+        raise BadInputError(
+            f"{run_dir}: run {', '.join(repeated)} is already in the baseline of {old.device_name!r} ({old.path}); "
+            "append a new run of the suite, or save without --append to replace the baseline"
+        )
+
+
+def _meta(name: str, recs: Sequence[Record], envs: Sequence[dict[str, Any]], runs: list[dict[str, Any]]) -> dict:
+    """baseline.json: the device, the latest run's source and time, counts, versions and every saved run."""
+    statuses: dict[str, int] = {}
+    for r in recs:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    return {
+        "device_name": name,
+        "source": runs[-1]["source"],
+        "saved_utc": runs[-1]["saved_utc"],
+        "cases": len({r.spec.key for r in recs}),
+        "statuses": statuses,
+        "versions": {k: sorted({v for e in envs if (v := version_of(e, k))}) for k in (*LIBRARY_KEYS, "git_commit")},
+        "runs": runs,
+    }
 
 
 def list_baselines(profiles_dir: str | os.PathLike[str] = DEFAULT_PROFILES_DIR) -> list[Baseline]:
@@ -142,12 +181,21 @@ def load_baseline(profiles_dir: str | os.PathLike[str], device_name: str) -> Bas
     return read_baseline(path)
 
 
-def load_baselines_for(
-    profiles_dir: str | os.PathLike[str], device_names: Sequence[str]
-) -> tuple[list[Record], list[dict[str, Any]], list[str]]:
-    """Records and envelopes of the baselines of several devices, and the devices that have none."""
+@dataclass(frozen=True)
+class StoredBaselines:
+    """The stored baselines of several devices joined for the gate: records, envelopes, runs, devices without one."""
+
+    records: list[Record]
+    envelopes: list[dict[str, Any]]
+    missing: list[str]
+    run_of: dict[str, str]  # run id -> "<gpu slug>/run-<n>", the saved run it belongs to
+
+
+def load_baselines_for(profiles_dir: str | os.PathLike[str], device_names: Sequence[str]) -> StoredBaselines:
+    """Records, envelopes and saved runs of the baselines of several devices, and the devices that have none."""
     records: list[Record] = []
     envelopes: list[dict[str, Any]] = []
+    run_of: dict[str, str] = {}
     missing = []
     for name in sorted(set(device_names)):
         if not RunFolder(baseline_dir(profiles_dir, name)).has_results():
@@ -156,4 +204,5 @@ def load_baselines_for(
         b = load_baseline(profiles_dir, name)
         records += b.records
         envelopes += b.envelopes
-    return records, unique_envelopes(envelopes), missing
+        run_of.update({rid: f"{b.path.name}/{run}" for rid, run in b.run_of.items()})
+    return StoredBaselines(records, unique_envelopes(envelopes), missing, run_of)

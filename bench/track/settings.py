@@ -46,6 +46,10 @@ class CompareSettings:
     require_same_versions: bool = False
     bootstrap_resamples: int = 2000
     seed: int = 0
+    # A baseline of this many runs (or more) of a case is judged by the spread of its run medians, fewer by
+    # the Mann-Whitney U test on the pooled repetitions.
+    min_baseline_runs: int = 3
+    allow_inconclusive: bool = False  # exit 0, not 3, when changes beyond the threshold could not be tested
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -64,6 +68,13 @@ class CompareSettings:
             raise BadInputError(f"memory tolerance {self.memory_tolerance_bytes!r} bytes must not be negative")
         if self.bootstrap_resamples < 0:
             raise BadInputError("bootstrap resamples must not be negative (0 turns the interval off)")
+        if isinstance(self.min_baseline_runs, bool) or not isinstance(self.min_baseline_runs, int):
+            raise BadInputError(f"minimum baseline runs {self.min_baseline_runs!r} must be a whole number, e.g. 3")
+        if self.min_baseline_runs < 2:
+            raise BadInputError(
+                f"minimum baseline runs {self.min_baseline_runs} must be at least 2: the spread of one run's "
+                "median is unknown (one run is judged by the Mann-Whitney U test on its repetitions)"
+            )
 
     def threshold_for(self, metric: str) -> float:
         """The relative threshold of one speed metric (its own if set, else the default)."""
@@ -78,6 +89,12 @@ class CompareSettings:
             "memory_tolerance": self.memory_tolerance,
             "memory_tolerance_bytes": self.memory_tolerance_bytes,
             "require_same_versions": self.require_same_versions,
+            "min_baseline_runs": self.min_baseline_runs,
+            "allow_inconclusive": self.allow_inconclusive,
             "test": "one-sided Mann-Whitney U of current vs baseline x (1 +/- threshold) on raw samples",
+            "test_with_several_baseline_runs": (
+                f"with {self.min_baseline_runs} or more baseline runs: the current median outside the range of "
+                "the baseline run medians widened by the threshold"
+            ),
             "interval": f"percentile bootstrap of the ratio of medians, {1 - self.alpha:.0%}",
         }

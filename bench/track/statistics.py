@@ -1,6 +1,7 @@
-"""The statistics of the regression gate: a margin-shifted Mann-Whitney U test and a bootstrap ratio interval.
+"""The statistics of the regression gate: a margin-shifted Mann-Whitney U test, how many repetitions it needs,
+a bootstrap ratio interval, and the range rule on the medians of several baseline runs.
 
-Pure functions of two samples; :mod:`bench.track.compare` decides what they mean for a case.
+Pure functions of samples; :mod:`bench.track.compare` decides what they mean for a case.
 """
 
 from __future__ import annotations
@@ -8,9 +9,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-
-import numpy as np
-from scipy import stats
 
 
 def smallest_p_value(n: int, m: int) -> float:
@@ -20,12 +18,30 @@ def smallest_p_value(n: int, m: int) -> float:
     return min(1.0, 1.0 / math.comb(n + m, n))
 
 
+def repetitions_needed(alpha: float, other: int | None = None) -> int:
+    """The fewest repetitions with which the one-sided Mann-Whitney U test can reach p < ``alpha``.
+
+    With ``other`` None, the same count on both sides (n with 1 / C(2n, n) < alpha: 5 for alpha 0.01,
+    since 4 + 4 gives at best 1/70 and 5 + 5 gives 1/252); else the count one side needs against
+    ``other`` repetitions on the other.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha {alpha!r} must lie between 0 and 1")
+    n = 1
+    while smallest_p_value(n, n if other is None else other) >= alpha:
+        n += 1
+    return n
+
+
 def margin_p_value(baseline: Sequence[float], current: Sequence[float], factor: float, alternative: str) -> float:
     """One-sided Mann-Whitney U p that current lies beyond ``factor`` x baseline (``alternative``: greater | less).
 
     Scaling the baseline by the threshold before ranking tests "changed by more than the threshold",
     not merely "changed": a true change at or below the threshold is flagged with probability at most alpha.
     """
+    import numpy as np  # numpy and scipy load only where a test runs: the CLI starts without them
+    from scipy import stats
+
     scaled = np.asarray(baseline, float) * factor
     p = float(stats.mannwhitneyu(np.asarray(current, float), scaled, alternative=alternative).pvalue)
     return 1.0 if math.isnan(p) else p
@@ -41,6 +57,8 @@ def ratio_interval(
     """
     if resamples == 0 or len(baseline) < 2 or len(current) < 2:
         return None, None
+    import numpy as np
+    from scipy import stats
 
     def ratio(cur: np.ndarray, base: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.median(cur, axis=axis) / np.median(base, axis=axis)
@@ -59,3 +77,22 @@ def ratio_interval(
         )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return (low if math.isfinite(low) else None), (high if math.isfinite(high) else None)
+
+
+def beyond_run_range(run_medians: Sequence[float], current_median: float, threshold: float) -> str | None:
+    """``"up"`` / ``"down"`` when ``current_median`` lies outside the baseline run medians' range widened by
+    ``threshold`` (above max x (1 + threshold), below min x (1 - threshold)), else None.
+
+    Repetitions in one process share its state (clocks, memory layout, neighbours), so their spread
+    understates how much a rerun moves; the spread of whole runs' medians does not. With k baseline runs
+    and no true change, the current median is above all k run medians with probability 1 / (k + 1)
+    (every order of k + 1 exchangeable runs is equally likely); it must also clear the largest by the
+    threshold, so noise alone trips the rule far less often than that.
+    """
+    if not run_medians:
+        raise ValueError("the range rule needs at least one baseline run median")
+    if current_median > max(run_medians) * (1 + threshold):
+        return "up"
+    if current_median < min(run_medians) * (1 - threshold):
+        return "down"
+    return None

@@ -54,6 +54,8 @@ class MetricComparison:
     ci_low: float | None = None  # bounds of current / baseline
     ci_high: float | None = None
     detail: str = ""
+    test: str = ""  # the rule that decided: "Mann-Whitney U on 10+10 repetitions", "run medians of 4 baseline runs"
+    baseline_runs: int = 1
 
     @property
     def info(self) -> Metric:
@@ -77,6 +79,8 @@ class MetricComparison:
                 "ci_low",
                 "ci_high",
                 "detail",
+                "test",
+                "baseline_runs",
             )
         }
         out.update(label=self.info.label, unit=self.info.unit, higher_is_better=self.info.higher_is_better)
@@ -138,16 +142,29 @@ class Comparison:
         return [c for c in self.cases if c.verdict == REGRESSION]
 
     @property
+    def inconclusive(self) -> list[CaseComparison]:
+        """Cases with a change beyond the threshold that the test could not decide (too few repetitions)."""
+        return [c for c in self.cases if c.verdict == INSUFFICIENT]
+
+    @property
     def matched(self) -> list[CaseComparison]:
         """Cases found in both runs on the same GPU (judged or not)."""
         return [c for c in self.cases if c.status in (COMPARED, FAILED, FIXED, BOTH_FAILED, SKIPPED)]
 
     @property
     def exit_status(self) -> int:
-        """1 on a regression; 2 when nothing could be compared (no case in common on the same GPU); else 0."""
+        """1 on a regression; 2 when nothing could be compared (no case in common on the same GPU); 3 when a
+        change beyond the threshold could not be tested (inconclusive), unless the settings allow that; else 0.
+
+        A gate that cannot decide must not look like a pass, so "inconclusive" has its own status.
+        """
         if self.regressions:
             return 1
-        return 0 if self.matched else 2
+        if not self.matched:
+            return 2
+        if self.inconclusive and not self.settings.allow_inconclusive:
+            return 3
+        return 0
 
     def counts(self) -> dict[str, int]:
         """How many cases got each verdict (or unmatched status)."""
@@ -161,6 +178,7 @@ class Comparison:
         return {
             "exit_status": self.exit_status,
             "summary": self.counts(),
+            "inconclusive": len(self.inconclusive),
             "settings": self.settings.to_dict(),
             "warnings": list(self.warnings),
             "cases": [c.to_dict() for c in self.cases],

@@ -107,9 +107,18 @@ class FakeNVML:
     nvmlClocksEventReasonSwThermalSlowdown = 0x20
     nvmlClocksEventReasonHwThermalSlowdown = 0x40
 
-    def __init__(self, gpus: list[FakeGPU] | None = None, *, init_error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        gpus: list[FakeGPU] | None = None,
+        *,
+        init_error: BaseException | None = None,
+        driver_version: str = "550.54.15",
+        cuda_driver_version: int | BaseException = 12040,
+    ) -> None:
         self.gpus = [FakeGPU()] if gpus is None else gpus
         self.init_error = init_error
+        self.driver_version = driver_version
+        self.cuda_driver_version = cuda_driver_version  # nvmlSystemGetCudaDriverVersion: 12040 is CUDA 12.4
         self.init_calls = 0
         self.shutdown_calls = 0
 
@@ -123,7 +132,12 @@ class FakeNVML:
         self.shutdown_calls += 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
+        return self.driver_version
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        if isinstance(self.cuda_driver_version, BaseException):
+            raise self.cuda_driver_version
+        return self.cuda_driver_version
 
     # handles
     def nvmlDeviceGetCount(self) -> int:

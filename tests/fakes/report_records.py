@@ -72,7 +72,7 @@ def gpu_encode(precision: str, seq: int, batch: int, *, model: str = "bert-base"
     peak = CONTEXT_BYTES + weights + 16 * MiB + batch * seq * (40_000 if precision == "fp16" else 80_000)
     memory = Memory(weights_bytes=weights, nvml_process_peak_bytes=peak, baseline_bytes=CONTEXT_BYTES,
                     peak_reserved_bytes=peak - CONTEXT_BYTES, host_peak_rss_bytes=2 * GiB,
-                    device_total_bytes=H200_TOTAL)
+                    device_total_bytes=H200_TOTAL, nvml_method="process")
     return Record(spec=spec, status="ok", run_id="r1", device="cuda:0", device_name=H200, host="gpu-host",
                   samples=Samples(latency_s=(latency, latency * 1.01, latency * 0.99)), memory=memory,
                   flags=("random_weights",))

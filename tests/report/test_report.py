@@ -299,7 +299,8 @@ def test_report_of_a_real_cpu_run(tmp_path: Path):
     assert [r.status for r in records] == ["ok"] * 2, [r.error for r in records]
     RunFolder(folder).record_environment(collect_environment("smoke", ["bench", "run"]))
     files = build_report(folder)
-    assert {p.name for p in files.plots} == PLOT_FILES | {"timeline.png"}  # the run wrote telemetry timelines
+    # the run wrote telemetry timelines, and its decode record carries a bandwidth, so the roofline is drawn
+    assert {p.name for p in files.plots} == PLOT_FILES | {"timeline.png", "decode-roofline.png"}
     md = files.markdown.read_text(encoding="utf-8")
     assert "Energy is not measured on a CPU" in md
     assert "## Claims" in md and "## Environment" in md and "Peak host RSS (GiB)" in md

@@ -186,22 +186,41 @@ def _stored_record() -> dict:
     return json.loads((DATA / "schema-1.json").read_text(encoding="utf-8"))
 
 
-def test_a_stored_schema_1_record_loads_unchanged():
+def test_a_stored_schema_1_record_is_upgraded_explicitly():
     data = _stored_record()
-    assert data["schema"] == 1 == SCHEMA_VERSION
-    assert upgrade_record_dict(data) == data
+    assert data["schema"] == 1 and SCHEMA_VERSION == 2
+    upgraded = upgrade_record_dict(data)
+    assert upgraded["schema"] == 2 and data["schema"] == 1  # the input is not changed
+    # a schema-1 Phi-3 record was built without the checkpoint's sliding window: said, not hidden
+    assert upgraded["flags"] == [*data["flags"], "built_without_window"]
+    assert {k: v for k, v in upgraded.items() if k not in ("schema", "flags")} == {
+        k: v for k, v in data.items() if k not in ("schema", "flags")
+    }
     record = Record.from_dict(data)
     assert (record.spec.model, record.spec.precision, record.spec.context_tokens) == ("phi-3-mini", "fp16", 128)
     assert record.memory.nvml_process_peak_bytes == 8_365_676_544 and record.device_name == "NVIDIA H200"
+    assert record.spec.key == data["key"]  # the case keeps its identity: old baselines still match
+    assert record.memory.cache_policy is None  # not recorded by a schema-1 harness
     again = record.to_dict()
-    assert {k: v for k, v in again.items() if k != "metrics"} == {k: v for k, v in data.items() if k != "metrics"}
+    for k, v in data.items():  # every stored value comes back; version 2 only adds fields
+        if k in ("metrics", "schema", "flags"):
+            continue
+        if isinstance(v, dict):
+            assert {f: x for f, x in again[k].items() if f in v} == v, k
+        else:
+            assert again[k] == v, k
+
+
+def test_a_schema_2_record_gets_no_old_flag():
+    data = {**_stored_record(), "schema": 2}
+    assert upgrade_record_dict(data)["flags"] == data["flags"]
 
 
 def test_a_record_without_a_schema_is_version_1():
     data = _stored_record()
     del data["schema"]
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 1 and "schema" not in data  # the input is not changed
+    assert upgraded["schema"] == 2 and "schema" not in data  # the input is not changed
     assert Record.from_dict(data) == Record.from_dict(_stored_record())
 
 

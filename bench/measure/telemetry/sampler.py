@@ -50,7 +50,10 @@ class TelemetrySampler:
     object to read instead. ``baseline_used_bytes``: device used memory before this process
     touched CUDA (see :func:`~bench.measure.telemetry.nvml.device_used_bytes`). ``identity``: the
     CUDA device's index/uuid/pci_bus_id (default from torch, if imported). ``visible``:
-    CUDA_VISIBLE_DEVICES (default from the environment).
+    CUDA_VISIBLE_DEVICES (default from the environment). ``background``: False starts no thread: samples
+    are taken at start, at stop and wherever :meth:`sample` is called (between timed repetitions, where a
+    sampling thread would take CPU time and the GIL from the work being timed); ``period_s`` is then only
+    recorded.
     """
 
     def __init__(
@@ -65,11 +68,13 @@ class TelemetrySampler:
         baseline_used_bytes: int | None = None,
         identity: Mapping[str, Any] | None = None,
         visible: str | None = None,
+        background: bool = True,
     ) -> None:
         if not period_s > 0:
             raise BadInputError(f"telemetry period {period_s!r} s must be a positive number of seconds, e.g. 0.02")
         self.device = device
         self.period_s = float(period_s)
+        self.background = bool(background)
         self._kind, self._index = parse_device(device)
         self._nvml_arg = nvml
         self._clock = clock
@@ -81,6 +86,7 @@ class TelemetrySampler:
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = False
         self._rows: list[dict[str, Any]] = []
         self._failures = FailureLog()
         self._gpu: NvmlReader | None = None
@@ -95,7 +101,7 @@ class TelemetrySampler:
 
     def start(self) -> None:
         """Open NVML and psutil, take the first sample and start the sampling thread."""
-        if self._thread is not None or self._result is not None:
+        if self._started or self._result is not None:
             raise RuntimeError("this TelemetrySampler was already started; make a new one per case")
         self._open_process()
         if self._kind == "cuda":
@@ -103,20 +109,24 @@ class TelemetrySampler:
         else:
             self._unavailable["gpu"] = f"device is {self.device}: no GPU telemetry"
         self._t0 = self._clock()
+        self._started = True
         self.sample()
-        self._thread = threading.Thread(target=self._run, name=f"telemetry-{self.device}", daemon=True)
-        self._thread.start()
+        if self.background:
+            self._thread = threading.Thread(target=self._run, name=f"telemetry-{self.device}", daemon=True)
+            self._thread.start()
 
     def stop(self) -> Telemetry:
         """Stop the thread (promptly), take a last sample, close NVML and return the telemetry."""
         if self._result is not None:
             return self._result
-        if self._thread is None:
+        if not self._started:
             raise RuntimeError("TelemetrySampler.stop() called before start()")
         self._stop_event.set()
         wait_s = max(5.0, 10 * self.period_s)
-        self._thread.join(timeout=wait_s)
-        if self._thread.is_alive():  # an NVML call hung (a lost GPU): keep what was sampled
+        if self._thread is not None:
+            self._thread.join(timeout=wait_s)
+        # an NVML call hung (a lost GPU): keep what was sampled
+        if self._thread is not None and self._thread.is_alive():
             self._failures.fail("sampler", f"sampling thread did not stop within {wait_s:g} s", permanent=True)
             self._result = self._build()
             return self._result
@@ -126,6 +136,11 @@ class TelemetrySampler:
             self._gpu = None
         self._result = self._build()
         return self._result
+
+    @property
+    def started_at(self) -> float:
+        """The sampler clock's reading at :meth:`start` (timeline rows' ``t_s`` count from it)."""
+        return self._t0
 
     @property
     def result(self) -> Telemetry | None:

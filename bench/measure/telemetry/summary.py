@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-from scipy.integrate import trapezoid
-
 from bench.errors import BadInputError
 from bench.results.telemetry_fields import BENIGN_REASONS, GPU_SUMMARY_KEYS, reason_names
 
@@ -24,7 +21,11 @@ def _values(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
 
 
 def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if values else None
+    if not values:
+        return None
+    import numpy as np  # imported here: the CLI's other paths need no numpy
+
+    return float(np.mean(values))
 
 
 def _max(values: Sequence[float]) -> Any:
@@ -47,6 +48,8 @@ def _energy(rows: Sequence[Mapping[str, Any]], unavailable: dict[str, str]) -> d
     powered = [(r["t_s"], r["power_w"]) for r in rows if r.get("power_w") is not None]
     integrated_j = None
     if len(powered) >= 2:
+        from scipy.integrate import trapezoid
+
         t, p = zip(*powered, strict=True)
         integrated_j = float(trapezoid(p, t))
     if counter_j is not None and (counter_j > 0 or integrated_j is None):
