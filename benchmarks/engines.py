@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'context':>7} | {'eager tok/s':>11} {'compiled tok/s':>14} {'ratio':>6} | {'eager TPOT':>10} "
         f"{'compiled TPOT':>13} {'ratio':>6} | {'roofline eager':>14} {'compiled':>8} | {'compile s':>9}"
     )
+    print("ratio: the median of the rounds' compiled/eager tokens/s (eager/compiled TPOT), each round side by side")
     print(header)
     for context in contexts:
         eager, compiled = by_case[("eager", context)], by_case[("compiled", context)]
