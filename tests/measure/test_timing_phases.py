@@ -144,3 +144,25 @@ def test_bench_run_times_no_repetition_beside_the_sampler_thread(monkeypatch):
     assert not any(beside[e2e] for e2e in record.samples.e2e_s)
     assert any(beside.values())  # the telemetry repetition did run with the thread
     assert record.telemetry["telemetry_window"] == TELEMETRY_WINDOW
+
+
+def test_a_sampler_without_background_starts_no_thread_and_samples_where_asked():
+    import types
+
+    from bench.measure.telemetry.sampler import TelemetrySampler
+
+    times = iter(float(i) for i in range(100))
+    process = types.SimpleNamespace(
+        cpu_times=lambda: types.SimpleNamespace(user=1.0, system=0.5),
+        memory_info=lambda: types.SimpleNamespace(rss=123),
+    )
+    before = threading.active_count()
+    sampler = TelemetrySampler("cpu", process=process, background=False, clock=lambda: next(times))
+    sampler.start()
+    assert threading.active_count() == before and not sampler.background
+    sampler.sample()
+    sampler.sample()
+    telemetry = sampler.stop()
+    # the clock read at start is t = 0; then one row at start, the two asked for, and one at stop
+    assert [row["t_s"] for row in telemetry.timeline] == [1.0, 2.0, 3.0, 4.0]
+    assert telemetry.timeline[-1]["rss_bytes"] == 123
