@@ -78,6 +78,14 @@ def _mann_whitney_name(n: int, m: int, runs: int) -> str:
     return f"Mann-Whitney U on {n}+{m} repetitions{pooled}"
 
 
+def _not_measured(name: str, threshold: float, n: int, m: int, test: str, runs: int) -> MetricComparison:
+    """The comparison of a metric that has no samples on one side."""
+    return MetricComparison(
+        name, math.nan, math.nan, math.nan, NOT_MEASURED, threshold, n, m,
+        detail="no samples on one side", test=test, baseline_runs=runs,
+    )
+
+
 def compare_speed(
     metric: Metric, baseline: Sequence[float], current: Sequence[float], settings: CompareSettings, *, runs: int = 1
 ) -> MetricComparison:
@@ -91,19 +99,7 @@ def compare_speed(
     n, m = len(baseline), len(current)
     test = _mann_whitney_name(n, m, runs)
     if not n or not m:
-        return MetricComparison(
-            metric.name,
-            math.nan,
-            math.nan,
-            math.nan,
-            NOT_MEASURED,
-            threshold,
-            n,
-            m,
-            detail="no samples on one side",
-            test=test,
-            baseline_runs=runs,
-        )
+        return _not_measured(metric.name, threshold, n, m, test, runs)
     base_med, cur_med = statistics.median(baseline), statistics.median(current)
     change = cur_med / base_med - 1 if base_med else math.inf
     up, down = change > threshold, change < -threshold
@@ -153,19 +149,7 @@ def compare_run_medians(
     k, m = len(run_medians), len(current)
     test = f"run medians of {k} baseline runs"
     if not k or not m:
-        return MetricComparison(
-            metric.name,
-            math.nan,
-            math.nan,
-            math.nan,
-            NOT_MEASURED,
-            threshold,
-            k,
-            m,
-            detail="no samples on one side",
-            test=test,
-            baseline_runs=k,
-        )
+        return _not_measured(metric.name, threshold, k, m, test, k)
     base_med, cur_med = statistics.median(run_medians), statistics.median(current)
     change = cur_med / base_med - 1 if base_med else math.inf
     up, down = change > threshold, change < -threshold
