@@ -7,14 +7,15 @@ import platform
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.config.models import DECODER, resolve_source
 from bench.config.precision import get_precision
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.measure.engines import engine_failure, engine_for, skip_reason
-from bench.measure.loader import LoadedModel, load_model
+from bench.measure.load_phase import LoadMeter
+from bench.measure.loader import LoadedModel, load_model, random_checkpoint
 from bench.measure.memory import (
     CudaPeaks,
     cache_layout,
@@ -27,6 +28,8 @@ from bench.measure.quantization import weights_bytes
 from bench.measure.roofline import decode_roofline, device_bandwidth
 from bench.measure.scenarios import Clock, device_sync, make_prompt, run_encode, run_generate
 from bench.measure.timing import case_telemetry, compile_call, run_phases
+from bench.measure.user_view import measure_user_view
+from bench.results.load_phase import LoadPhase, UserView
 from bench.results.metrics import coefficient_of_variation
 from bench.results.record import Memory, Record, Roofline, Samples
 from bench.units import utc_now
@@ -185,6 +188,8 @@ class GroupState:
     baseline_bytes: int | None = None
     host_baseline_rss_bytes: int | None = None
     load_s: float = 0.0
+    load: LoadPhase = field(default_factory=LoadPhase)  # the group's load, measured (every case's record)
+    user_view: UserView | None = None  # load + one generation, no clean-up: the group's first record only
 
 
 class CaseRunner:
@@ -248,8 +253,12 @@ class CaseRunner:
                 )
             torch.cuda.set_per_process_memory_fraction(min(1.0, allocator_cap / total), device)
 
-    def model_for(self, spec: CaseSpec, device: str) -> LoadedModel:
-        """The loaded model for a spec's group, loading it (and dropping the previous one) when needed."""
+    def model_for(self, spec: CaseSpec, device: str, user_view: bool = False) -> LoadedModel:
+        """The loaded model for a spec's group, loading it (and dropping the previous one) when needed.
+
+        The load is measured (:class:`LoadMeter`); ``user_view``: right after a new load, one generation at
+        ``spec``'s shape, before any clean-up (:func:`measure_user_view`), for the group's first record.
+        """
         group = (*spec.group[:3], device, *spec.group[4:], spec.attn_implementation)
         if self.state.group == group and self.state.loaded is not None:
             return self.state.loaded
@@ -259,9 +268,24 @@ class CaseRunner:
         host_baseline = host_rss_bytes()
         start = time.perf_counter()
         source = resolve_source(spec.model, spec.weights, spec.cache)
-        loaded = load_model(source, get_precision(spec.precision), device, spec.seed, spec.attn_implementation)
-        self.state = GroupState(group, loaded, baseline, host_baseline, time.perf_counter() - start)
+        precision = get_precision(spec.precision)
+        if precision.quantized and source.checkpoint is None:
+            random_checkpoint(source, spec.seed)  # the harness's cached weights: written before the load is measured
+        with LoadMeter(device, self.sampler, self.clock) as meter:
+            loaded = load_model(source, precision, device, spec.seed, spec.attn_implementation)
+            load = meter.loaded(spec.key)
+            view = None
+            if user_view:
+                view = measure_user_view(
+                    meter, lambda: PreparedCase(loaded, spec, device, self.clock).run_once(), spec.engine
+                )
+        self.state = GroupState(group, loaded, baseline, host_baseline, time.perf_counter() - start, load, view)
         return loaded
+
+    def _load_fields(self) -> dict[str, Any]:
+        """The record's ``load`` (the group's) and ``user_view`` (given to the group's first record only)."""
+        view, self.state.user_view = self.state.user_view, None
+        return {"load": self.state.load, "user_view": view or UserView()}
 
     def release(self, device: str | None = None) -> None:
         """Drop the loaded model and give its memory (and the allocator's cached blocks) back."""
@@ -278,7 +302,7 @@ class CaseRunner:
         base = {"spec": spec, "policy": policy, "run_id": run_id, "started_utc": started, "host": socket.gethostname()}
         try:
             device = resolve_device(spec.device)
-            record = self._measure(self.model_for(spec, device), spec, policy, device, base)
+            record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)
         except Exception as exc:
             status = "oom" if is_oom(exc, device) else "skipped" if engine_failure(exc) else "error"
             self.context_poisoned = status == "error" and device.startswith("cuda") and poisons_cuda_context(exc)
@@ -299,6 +323,7 @@ class CaseRunner:
                 device=device,
                 device_name=_safe_device_name(device),
                 memory=memory,
+                **self._load_fields(),
                 **base,
             )
         if record.status == "oom":
@@ -369,6 +394,7 @@ class CaseRunner:
             compile_s=compile_s,
             engine_info=case.engine.info(),
             roofline=roofline,
+            **self._load_fields(),
             **base,
         )
 

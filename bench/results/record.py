@@ -10,10 +10,11 @@ from typing import Any
 from bench.config.spec import CaseSpec, TimingPolicy, from_known_fields
 from bench.errors import BadInputError
 from bench.results import metrics
+from bench.results.load_phase import LoadPhase, UserView
 
 # The version of the record's JSON form, stored under "schema". Records written before the field
 # existed are version 1. A change to the form bumps it and adds a step to _UPGRADES.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIRST_SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 # Registered Phi-3 models that version-1 harnesses built from transformers' Phi3Config() defaults,
@@ -42,6 +43,15 @@ def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
 # _UPGRADES[n] turns the dict of a version-n record into a version-(n + 1) one; one entry per
 # version from FIRST_SCHEMA_VERSION up to SCHEMA_VERSION - 1.
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
+
+
+def _upgrade_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds the loading phase and the user view (``load``, ``user_view``): a version-2 record
+    measured neither, so both keep their defaults ("not recorded")."""
+    return dict(data)
+
+
+_UPGRADES[2] = _upgrade_2_to_3
 
 
 def upgrade_record_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +199,9 @@ class Record:
     compile_s: float | None = None
     engine_info: dict[str, Any] = field(default_factory=dict)
     roofline: Roofline = field(default_factory=Roofline)
+    # schema 3: the worker group's load, and the user view (load + one generation, no clean-up)
+    load: LoadPhase = field(default_factory=LoadPhase)
+    user_view: UserView = field(default_factory=UserView)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -253,6 +266,8 @@ class Record:
             "compile_s": self.compile_s,
             "engine_info": self.engine_info,
             "roofline": self.roofline.to_dict(),
+            "load": self.load.to_dict(),
+            "user_view": self.user_view.to_dict(),
             "metrics": self.metrics,
         }
 
@@ -281,6 +296,8 @@ class Record:
             compile_s=data.get("compile_s"),
             engine_info=dict(data.get("engine_info") or {}),
             roofline=Roofline.from_dict(data.get("roofline") or {}),
+            load=LoadPhase.from_dict(data.get("load")),
+            user_view=UserView.from_dict(data.get("user_view")),
         )
 
     def replace(self, **changes: Any) -> Record:

@@ -1,7 +1,8 @@
 """A scripted stand-in for the pynvml module: the same function names, readings given per call.
 
 Each reading is a list consumed one element per call (the last repeats); an element that is an
-exception is raised instead. Calls are counted per function name.
+exception is raised instead, one that is callable is called for the reading (a reading that follows
+a simulated allocator, see :class:`FakeCudaAllocator`). Calls are counted per function name.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class FakeGPU:
         value = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(value, BaseException):
             raise value
+        if callable(value):  # a live reading: e.g. the process's bytes from a simulated allocator, now
+            value = value()
         return value
 
 
@@ -245,3 +248,52 @@ class FakeProcess:
 
     def memory_info(self) -> SimpleNamespace:
         return SimpleNamespace(rss=self.rss.pop(0) if len(self.rss) > 1 else self.rss[0])
+
+
+class FakeCudaAllocator:
+    """A ``torch.cuda`` stand-in with a caching allocator's bookkeeping, for code that reads torch's memory
+    statistics: ``alloc``/``free`` move the live bytes; a free keeps its block in the pool (reserved stays)
+    until ``empty_cache``; an allocation takes cached bytes first and reserves only the rest. Peaks follow
+    torch's semantics: since the last ``reset_peak_memory_stats``. ``process_bytes()``: what NVML would list
+    for the process (``context_bytes`` plus the pool), for :class:`FakeGPU`'s callable readings."""
+
+    def __init__(self, context_bytes: int = 500 * 1024**2) -> None:
+        self.context_bytes = context_bytes
+        self.allocated = self.reserved = self.peak_allocated = self.peak_reserved = 0
+        self.calls: list[str] = []
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.reserved = max(self.reserved, self.allocated)
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def free(self, n: int) -> None:
+        self.allocated -= n
+
+    def empty_cache(self) -> None:
+        self.calls.append("empty_cache")
+        self.reserved = self.allocated
+
+    def process_bytes(self) -> int:
+        return self.context_bytes + self.reserved
+
+    # torch.cuda's names
+    def synchronize(self, device: str | None = None) -> None:
+        self.calls.append("synchronize")
+
+    def reset_peak_memory_stats(self, device: str | None = None) -> None:
+        self.calls.append("reset_peak_memory_stats")
+        self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
+
+    def max_memory_allocated(self, device: str | None = None) -> int:
+        return self.peak_allocated
+
+    def max_memory_reserved(self, device: str | None = None) -> int:
+        return self.peak_reserved
+
+    def memory_allocated(self, device: str | None = None) -> int:
+        return self.allocated
+
+    def memory_reserved(self, device: str | None = None) -> int:
+        return self.reserved

@@ -188,9 +188,9 @@ def _stored_record() -> dict:
 
 def test_a_stored_schema_1_record_is_upgraded_explicitly():
     data = _stored_record()
-    assert data["schema"] == 1 and SCHEMA_VERSION == 2
+    assert data["schema"] == 1 and SCHEMA_VERSION == 3
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 2 and data["schema"] == 1  # the input is not changed
+    assert upgraded["schema"] == 3 and data["schema"] == 1  # the input is not changed
     # a schema-1 Phi-3 record was built without the checkpoint's sliding window: said, not hidden
     assert upgraded["flags"] == [*data["flags"], "built_without_window"]
     assert {k: v for k, v in upgraded.items() if k not in ("schema", "flags")} == {
@@ -201,6 +201,8 @@ def test_a_stored_schema_1_record_is_upgraded_explicitly():
     assert record.memory.nvml_process_peak_bytes == 8_365_676_544 and record.device_name == "NVIDIA H200"
     assert record.spec.key == data["key"]  # the case keeps its identity: old baselines still match
     assert record.memory.cache_policy is None  # not recorded by a schema-1 harness
+    assert not record.load.recorded and not record.user_view.recorded  # nor the loading phase (schema 3)
+    assert record.load.load_peak_allocated_bytes is None and record.user_view.nvml_process_after_bytes is None
     again = record.to_dict()
     for k, v in data.items():  # every stored value comes back; version 2 only adds fields
         if k in ("metrics", "schema", "flags"):
@@ -216,11 +218,23 @@ def test_a_schema_2_record_gets_no_old_flag():
     assert upgrade_record_dict(data)["flags"] == data["flags"]
 
 
+def test_the_loading_phase_and_user_view_survive_a_round_trip():
+    from bench.results.load_phase import LoadPhase, UserView
+
+    record = Record.from_dict({**_stored_record(), "schema": 2}).replace(
+        load=LoadPhase(load_s=2.5, load_peak_allocated_bytes=3_000_000_000, loaded_for_key="k"),
+        user_view=UserView(generate_s=0.4, nvml_process_after_bytes=6_584_000_000),
+    )
+    again = Record.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again.load == record.load and again.user_view == record.user_view and again.schema == 3
+    assert again.load.recorded and again.user_view.recorded
+
+
 def test_a_record_without_a_schema_is_version_1():
     data = _stored_record()
     del data["schema"]
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 2 and "schema" not in data  # the input is not changed
+    assert upgraded["schema"] == 3 and "schema" not in data  # the input is not changed
     assert Record.from_dict(data) == Record.from_dict(_stored_record())
 
 
