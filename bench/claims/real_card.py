@@ -87,6 +87,7 @@ def judge_on_real_card(
     predict: Predictor | None = None,
     device: str = "",
     device_name: str = "",
+    smi_predict: Predictor | None = None,
 ) -> RealCardVerdict:
     """The claim's records (and predictions) judged again, against the usable memory of its real card."""
     card = real_card(claim.budget_bytes, profiles)
@@ -95,5 +96,7 @@ def judge_on_real_card(
     on_card = dataclasses.replace(
         claim, budget_bytes=card.usable_bytes, budget_text=f"{card.usable_bytes / MiB:,.0f} MiB usable on {card.name}"
     )
-    verdict = judge_claim(on_card, records, predict=predict, device=device, device_name=device_name)
+    verdict = judge_claim(
+        on_card, records, predict=predict, device=device, device_name=device_name, smi_predict=smi_predict
+    )
     return RealCardVerdict(claim, card, verdict)

@@ -1,9 +1,11 @@
 """The pure verdict logic that judges claims on records (DESIGN.md, "Claims").
 
-Memory is judged on ``memory.nvml_process_peak_bytes`` (what nvidia-smi shows: CUDA context plus
-allocator reservations); a record with status ``oom`` on a GPU is a measurement that the case does
-not fit. Where no GPU measured a case, the verdict says so: host-memory evidence is shown but never
-judged, and a prediction (from an injected ``predict(spec) -> bytes | None``) is labelled a
+Memory is judged on what a card must hold to load and run the case: the live peak over loading and
+generation plus the memory outside the allocator (:func:`bench.results.metrics.measured_fit_bytes`; the
+predictor's ``fit_bytes`` for a prediction). A record with status ``oom`` on a GPU is a measurement that the
+case does not fit. Beside each point: what nvidia-smi shows (:mod:`bench.claims.nvidia_smi`), which counts
+the allocator's cache too. Where no GPU measured a case, the verdict says so: host-memory evidence is
+shown but never judged, and a prediction (from an injected ``predict(spec) -> bytes | None``) is labelled a
 prediction. A claim is judged point by point (:func:`context_verdicts`), then each line of points
 and the claim as a whole are rolled up (:func:`roll_up`); :func:`judge_claim` does both.
 """
@@ -16,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.claims.definitions import Claim
-from bench.claims.evidence import WEAK_SYMBOLS, reading_words, weak_readings
+from bench.claims.evidence import LOAD_NOT_RECORDED, STEADY_NVML_ONLY, WEAK_SYMBOLS, reading_words, weak_readings
+from bench.claims.nvidia_smi import NvidiaSmiView, nvidia_smi_view
 from bench.config.spec import CaseSpec
+from bench.results.metrics import host_live_peak_rss_bytes, measured_fit_bytes
 from bench.results.record import Record
 from bench.units import GB
 from bench.units import MiB as MIB
@@ -29,13 +33,13 @@ HOST_MEMORY = "host-memory"
 PREDICTED = "predicted"
 EVIDENCE_KINDS = (MEASURED_GPU, MEASURED_GPU_CAPPED, PREDICTED, HOST_MEMORY)
 EVIDENCE_LABELS = {
-    MEASURED_GPU: "measured on a GPU (NVML process peak)",
+    MEASURED_GPU: "measured on a GPU (live peak over loading and generation, plus context)",
     MEASURED_GPU_CAPPED: "measured on a GPU under a per-process memory cap (a simulated smaller card)",
     PREDICTED: "predicted, not measured on a GPU",
     HOST_MEMORY: "not measured on a GPU (host memory only)",
 }
 EVIDENCE_SHORT = {
-    MEASURED_GPU: "GPU (NVML peak)",
+    MEASURED_GPU: "GPU (live peak)",
     MEASURED_GPU_CAPPED: "GPU under a memory cap",
     PREDICTED: "prediction, no GPU",
     HOST_MEMORY: "host memory only, no GPU",
@@ -68,7 +72,11 @@ class ContextVerdict:
     """One case of a claim at one context: the peak judged, the budget, the margin and the verdict.
 
     ``fits`` is None when nothing judgeable exists (host memory only). ``peak_bytes`` is the number
-    judged: the NVML process peak for GPU evidence, the predicted peak for a prediction.
+    judged: for GPU evidence the live peak over loading and generation plus the memory outside the allocator
+    (:func:`~bench.results.metrics.measured_fit_bytes`), for a prediction the predicted ``fit_bytes``.
+    ``host_peak_rss_bytes``: the host's peak RSS over loading and generation (host evidence, never judged).
+    ``nvidia_smi``: what nvidia-smi shows for the process after loading and one generation, measured or
+    predicted, and why it differs from ``peak_bytes``.
     """
 
     model: str
@@ -90,6 +98,7 @@ class ContextVerdict:
     device_name: str = ""
     key: str = ""
     readings: tuple[str, ...] = ()  # weaknesses of the GPU reading (bench.claims.evidence); () for a firm one
+    nvidia_smi: NvidiaSmiView = NvidiaSmiView(None, None)
 
     @property
     def margin_bytes(self) -> int | None:
@@ -146,7 +155,7 @@ class ContextVerdict:
         if self.fits is None:
             if self.oom:
                 return f"inconclusive: out of memory{capped} on a card smaller than the budget"
-            return "not judged: no NVML process peak was recorded"
+            return "not judged: no peak was recorded"
         if self.fits:
             return f"fits{capped}"
         return f"does not fit{capped} (out of memory)" if self.oom else f"does not fit{capped}"
@@ -230,22 +239,35 @@ def card_bytes(record: Record) -> int | None:
     return record.memory.memory_cap_bytes or record.memory.device_total_bytes
 
 
-def gpu_context_verdict(claim: Claim, record: Record, evidence: str) -> ContextVerdict:
-    """A GPU record judged against a claim: its NVML peak within the budget; an OOM does not fit.
+def gpu_context_verdict(
+    claim: Claim, record: Record, evidence: str, smi_predict: Predictor | None = None
+) -> ContextVerdict:
+    """A GPU record judged against a claim: the live peak over loading and generation plus the memory
+    outside the allocator within the budget (:func:`~bench.results.metrics.measured_fit_bytes`); an OOM
+    does not fit.
 
-    A finished case is judged on its NVML peak under a cap too (the cap limits the allocator, not
-    kernels and library workspaces). An OOM on a card, real or simulated, smaller than the budget
-    says nothing about the budget: that point is inconclusive (``fits`` None).
+    A record without a loading phase (older records) is judged on its steady state, named as a weaker
+    reading; one whose fit figure cannot be derived, on its NVML process peak, named too. A finished case
+    is judged the same way under a cap. An OOM on a card, real or simulated, smaller than the budget says
+    nothing about the budget: that point is inconclusive (``fits`` None). ``smi_predict``: the predicted
+    nvidia-smi reading where the record has no user view.
     """
-    peak = record.memory.nvml_process_peak_bytes
+    readings = weak_readings(record)
+    peak = measured_fit_bytes(record)
+    if peak is None:
+        peak = record.memory.nvml_process_peak_bytes
+        readings += (STEADY_NVML_ONLY,) if peak is not None else ()
+    elif not record.load.recorded:
+        readings += (LOAD_NOT_RECORDED,)
     oom = record.status == "oom"
     if oom:
         card = card_bytes(record)
         fits: bool | None = None if card is not None and card < claim.budget_bytes else False
     else:
         fits = None if peak is None else peak <= claim.budget_bytes
+    smi = nvidia_smi_view(record, record.spec, peak, smi_predict, measured_on_gpu=True)
     return _context(
-        claim, record.spec, evidence, fits, record, peak_bytes=peak, oom=oom, readings=weak_readings(record)
+        claim, record.spec, evidence, fits, record, peak_bytes=peak, oom=oom, readings=readings, nvidia_smi=smi
     )
 
 
@@ -267,7 +289,7 @@ def _context(
     if record is not None:
         base.update(
             status=record.status,
-            host_peak_rss_bytes=record.memory.host_peak_rss_bytes,
+            host_peak_rss_bytes=host_live_peak_rss_bytes(record),
             memory_cap_bytes=record.memory.memory_cap_bytes,
             device=record.device,
             device_name=record.device_name,
@@ -276,13 +298,28 @@ def _context(
     return ContextVerdict(**base)
 
 
-def _predicted(claim: Claim, spec: CaseSpec, predict: Predictor | None, record: Record | None) -> ContextVerdict:
+def _predicted(
+    claim: Claim,
+    spec: CaseSpec,
+    predict: Predictor | None,
+    record: Record | None,
+    smi_predict: Predictor | None = None,
+) -> ContextVerdict:
     predicted = predict(spec.with_(device="cuda")) if predict is not None else None
     if predicted is None:
-        return _context(claim, spec, HOST_MEMORY, None, record)
+        smi = nvidia_smi_view(record, spec, None, smi_predict, measured_on_gpu=False)
+        return _context(claim, spec, HOST_MEMORY, None, record, nvidia_smi=smi)
     predicted = int(predicted)
+    smi = nvidia_smi_view(record, spec, predicted, smi_predict, measured_on_gpu=False)
     return _context(
-        claim, spec, PREDICTED, predicted <= claim.budget_bytes, record, peak_bytes=predicted, predicted_bytes=predicted
+        claim,
+        spec,
+        PREDICTED,
+        predicted <= claim.budget_bytes,
+        record,
+        peak_bytes=predicted,
+        predicted_bytes=predicted,
+        nvidia_smi=smi,
     )
 
 
@@ -328,7 +365,11 @@ def _dominant_new_tokens(records: Sequence[Record]) -> int:
 
 
 def _judge_records(
-    claim: Claim, matching: Sequence[Record], predict: Predictor | None, gaps: list[str]
+    claim: Claim,
+    matching: Sequence[Record],
+    predict: Predictor | None,
+    gaps: list[str],
+    smi_predict: Predictor | None = None,
 ) -> tuple[list[ContextVerdict], set[tuple[str, int]], set[tuple[str, int]]]:
     """A verdict per measured record (a failed run is a gap); the (precision, context) judged and accounted for."""
     verdicts: list[ContextVerdict] = []
@@ -346,9 +387,9 @@ def _judge_records(
             continue
         evidence = evidence_of(r)
         if evidence == HOST_MEMORY:
-            verdicts.append(_predicted(claim, s, predict, r))
+            verdicts.append(_predicted(claim, s, predict, r, smi_predict))
         else:
-            verdicts.append(gpu_context_verdict(claim, r, evidence))
+            verdicts.append(gpu_context_verdict(claim, r, evidence, smi_predict))
         judged_at.add((s.precision, s.context_tokens))
     return verdicts, judged_at, accounted
 
@@ -360,6 +401,7 @@ def _expected_contexts(
     judged_at: set[tuple[str, int]],
     accounted: set[tuple[str, int]],
     gaps: list[str],
+    smi_predict: Predictor | None = None,
 ) -> list[ContextVerdict]:
     """Gaps for a concrete claim's precisions and contexts no record has, and predictions where ``predict`` is given."""
     new_tokens = claim.new_tokens if claim.new_tokens is not None else _dominant_new_tokens(matching)
@@ -375,27 +417,29 @@ def _expected_contexts(
         for context in claim.contexts:
             if (precision, context) not in judged_at and predict is not None:
                 spec = CaseSpec(claim.model, precision, claim.scenario, batch, context, new_tokens)
-                v = _predicted(claim, spec, predict, None)
+                v = _predicted(claim, spec, predict, None, smi_predict)
                 if v.evidence == PREDICTED:
                     verdicts.append(v)
     return verdicts
 
 
 def context_verdicts(
-    claim: Claim, records: Iterable[Record], *, predict: Predictor | None = None
+    claim: Claim, records: Iterable[Record], *, predict: Predictor | None = None, smi_predict: Predictor | None = None
 ) -> tuple[list[ContextVerdict], list[str]]:
     """A claim judged point by point on one device's records: the per-context verdicts and the gaps.
 
-    GPU records are judged on the NVML process peak (OOM: does not fit). Records without a GPU
-    measurement show host memory and, with ``predict``, a labelled prediction. Contexts a concrete
+    GPU records are judged on the live peak over loading and generation plus the memory outside the
+    allocator (OOM: does not fit). Records without a GPU measurement show host memory and, with ``predict``
+    (the predicted fit bytes), a labelled prediction; ``smi_predict`` gives the predicted nvidia-smi
+    reading wherever no user view measured it. Contexts a concrete
     claim expects but no record has are gaps (predicted when ``predict`` is given). The verdicts
     come in the order judged (records by model, precision, batch, context; then predictions).
     """
     matching = [r for r in records if claim.matches(r.spec)]
     gaps: list[str] = []
-    verdicts, judged_at, accounted = _judge_records(claim, matching, predict, gaps)
+    verdicts, judged_at, accounted = _judge_records(claim, matching, predict, gaps, smi_predict)
     if claim.concrete:
-        verdicts += _expected_contexts(claim, matching, predict, judged_at, accounted, gaps)
+        verdicts += _expected_contexts(claim, matching, predict, judged_at, accounted, gaps, smi_predict)
     elif not matching:
         gaps.append(f"no record of any case this claim covers ({claim.describe_cases()})")
     return verdicts, gaps
@@ -461,6 +505,7 @@ def judge_claim(
     predict: Predictor | None = None,
     device: str = "",
     device_name: str = "",
+    smi_predict: Predictor | None = None,
 ) -> ClaimVerdict:
     """Judge a claim on the records of one device (pass one device's records; never mix GPUs).
 
@@ -470,7 +515,7 @@ def judge_claim(
     matching = [r for r in records if claim.matches(r.spec)]
     if matching and not device:
         device, device_name = matching[0].device, matching[0].device_name
-    verdicts, gaps = context_verdicts(claim, matching, predict=predict)
+    verdicts, gaps = context_verdicts(claim, matching, predict=predict, smi_predict=smi_predict)
     return roll_up(claim, verdicts, gaps, device=device, device_name=device_name)
 
 
@@ -481,6 +526,10 @@ def judge_claims(
     predict: Predictor | None = None,
     device: str = "",
     device_name: str = "",
+    smi_predict: Predictor | None = None,
 ) -> list[ClaimVerdict]:
     """Every claim judged on one device's records."""
-    return [judge_claim(c, records, predict=predict, device=device, device_name=device_name) for c in claims]
+    return [
+        judge_claim(c, records, predict=predict, device=device, device_name=device_name, smi_predict=smi_predict)
+        for c in claims
+    ]

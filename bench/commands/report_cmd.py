@@ -33,11 +33,12 @@ def write_report(
     This is what ``bench run`` calls when its cases are done. Claim contexts without a GPU measurement
     get labelled predictions (``predict``, default: the predictor for a generic CUDA GPU).
     """
-    from bench.predict.claims_adapter import claims_predictor
+    from bench.predict.claims_adapter import claims_nvidia_smi_predictor, claims_predictor
     from bench.report.build import build_report  # pandas and matplotlib load here, not for every command
 
     predict = predict if predict is not None else claims_predictor()
-    return build_report(run_dir, load_claims(claims_file), predict=predict).markdown
+    smi = claims_nvidia_smi_predictor()
+    return build_report(run_dir, load_claims(claims_file), predict=predict, smi_predict=smi).markdown
 
 
 def _runner() -> tuple[Callable[..., Any], type]:
@@ -144,7 +145,7 @@ def check_claims_under_cap(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from bench.predict.claims_adapter import claims_predictor
+    from bench.predict.claims_adapter import claims_nvidia_smi_predictor, claims_predictor
     from bench.report.build import build_report
 
     run_dir = Path(args.run_dir)
@@ -155,7 +156,9 @@ def _cmd(args: argparse.Namespace) -> int:
         notes += find_claim_boundaries(run_dir, claims)
     if args.memory_cap_check:
         notes += check_claims_under_cap(run_dir, claims)
-    files = build_report(run_dir, claims, notes=notes, predict=claims_predictor())
+    files = build_report(
+        run_dir, claims, notes=notes, predict=claims_predictor(), smi_predict=claims_nvidia_smi_predictor()
+    )
     for note in notes:
         print(note, file=sys.stderr)
     for v in files.verdicts:

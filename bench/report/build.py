@@ -99,16 +99,18 @@ def build_report(
     predict: Predictor | None = None,
     notes: Sequence[str] = (),
     make_plots: bool = True,
+    smi_predict: Predictor | None = None,
 ) -> ReportFiles:
     """Write report.md, report.html, the plots and records.csv into ``run_dir``; returns what was written.
 
-    ``make_plots=False`` leaves the plots out (tables and verdicts only, much faster).
+    ``make_plots=False`` leaves the plots out (tables and verdicts only, much faster). ``predict``: the
+    predicted fit bytes of a case; ``smi_predict``: its predicted nvidia-smi reading (both labelled).
     """
     data = load_run(run_dir)
     folder = data.folder
     claims = list(claims) if claims is not None else load_claims()
     groups = group_by_device(data.records + data.boundary_records)
-    results = judge_groups(claims, groups, data.capped, predict)
+    results = judge_groups(claims, groups, data.capped, predict, smi_predict=smi_predict)
     gaps = _report_gaps(data, groups, results)
     env = data.envelopes[0] if data.envelopes else {}
 

@@ -236,14 +236,20 @@ def _shipped_profiles() -> list[Any]:
 
 
 def _with_real_cards(
-    results: ClaimResults, profiles: Sequence[Any], predict: Predictor | None
+    results: ClaimResults, profiles: Sequence[Any], predict: Predictor | None, smi_predict: Predictor | None = None
 ) -> ClaimResults:
     """Each verdict judged again on the real card of its budget's box size (the second line)."""
     for g, v, _ in results.verdicts:
         records = g.records if g else []
         results.real.append(
             judge_on_real_card(
-                v.claim, records, profiles, predict=predict, device=v.device, device_name=v.device_name
+                v.claim,
+                records,
+                profiles,
+                predict=predict,
+                device=v.device,
+                device_name=v.device_name,
+                smi_predict=smi_predict,
             )
         )
     return results
@@ -255,17 +261,21 @@ def judge_groups(
     capped: dict[str, list[Record]],
     predict: Predictor | None = None,
     profiles: Sequence[Any] | None = None,
+    smi_predict: Predictor | None = None,
 ) -> ClaimResults:
     """Judge each claim on each device group; a claim with evidence nowhere is shown once, with its gaps.
 
     Each verdict also gets its second line, on the real card of the budget's box size: the shipped GPU
     profile of that size with the smallest usable memory (``profiles``, default: the shipped profiles).
+    ``predict``: the predicted fit bytes; ``smi_predict``: the predicted nvidia-smi reading.
     """
     out: list[tuple[DeviceGroup | None, ClaimVerdict, ClaimVerdict | None]] = []
     for claim in claims:
         per_group = []
         for g in groups:
-            v = judge_claim(claim, g.records, predict=predict, device=g.device, device_name=g.device_name)
+            v = judge_claim(
+                claim, g.records, predict=predict, device=g.device, device_name=g.device_name, smi_predict=smi_predict
+            )
             capped_recs = [r for r in capped.get(claim.id, []) if r.host == g.host and r.device_name == g.device_name]
             c = judge_claim(claim, capped_recs, device=g.device, device_name=g.device_name) if capped_recs else None
             per_group.append((g, v, c))
@@ -275,8 +285,9 @@ def judge_groups(
         elif per_group:
             out.append(per_group[0])
         else:
-            out.append((None, judge_claim(claim, [], predict=predict), None))
-    return _with_real_cards(ClaimResults(out), _shipped_profiles() if profiles is None else profiles, predict)
+            out.append((None, judge_claim(claim, [], predict=predict, smi_predict=smi_predict), None))
+    shipped = _shipped_profiles() if profiles is None else profiles
+    return _with_real_cards(ClaimResults(out), shipped, predict, smi_predict)
 
 
 def _real_card_table(results: ClaimResults) -> Table | None:

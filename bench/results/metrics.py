@@ -223,3 +223,65 @@ def encode_metrics(latency_s: Sequence[float], batch_size: int, sequence_tokens:
         "latency_cv": coefficient_of_variation(latency_s),
         "repetitions": float(len(latency_s)),
     }
+
+
+# --------------------------------------------------------------------------- what a card must hold (measured)
+
+
+def outside_allocator_bytes(record: Record) -> int | None:
+    """Device memory the process holds outside torch's caching allocator: the CUDA context, library handles
+    and workspaces, kernel modules. Measured as the NVML process peak minus the allocator's reserved peak of
+    the steady state (both over the same timed region), and never below ``baseline_bytes`` (the NVML reading
+    before the model was loaded: the CUDA context alone). None when neither is known (a CPU run)."""
+    m = record.memory
+    values = [m.baseline_bytes]
+    if m.nvml_process_peak_bytes is not None and m.peak_reserved_bytes is not None:
+        values.append(m.nvml_process_peak_bytes - m.peak_reserved_bytes)
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def live_peak_allocated_bytes(record: Record) -> int | None:
+    """The allocator's live peak over loading and generation: the largest of the load's live peak
+    (``load.load_peak_allocated_bytes``), the steady state's (``memory.peak_allocated_bytes``) and the user
+    view's (load + one generation at this case's shape, where this record has one). None without the steady
+    state's peak (a CPU run); the load's alone is not the case's."""
+    steady = record.memory.peak_allocated_bytes
+    if steady is None:
+        return None
+    others = (record.load.load_peak_allocated_bytes, record.user_view.peak_allocated_bytes)
+    return max([steady, *(v for v in others if v is not None)])
+
+
+def measured_fit_bytes(record: Record) -> int | None:
+    """What a card must hold to load and run the case, measured: the live peak over loading and generation
+    (:func:`live_peak_allocated_bytes`) plus the memory outside the allocator (:func:`outside_allocator_bytes`).
+
+    Fit verdicts are judged on it: when an allocation would fail, the caching allocator first returns its
+    cached blocks, so the cache nvidia-smi also counts does not decide whether the case runs. None when
+    either part is unknown.
+    """
+    live, outside = live_peak_allocated_bytes(record), outside_allocator_bytes(record)
+    return None if live is None or outside is None else live + outside
+
+
+def host_live_peak_rss_bytes(record: Record) -> int | None:
+    """The host's peak resident set over loading and generation (VmHWM of the load, of the user view and of
+    the steady state's timed region): the host-memory counterpart of :func:`measured_fit_bytes`."""
+    values = (
+        record.load.load_host_peak_rss_bytes,
+        record.user_view.host_peak_rss_bytes,
+        record.memory.host_peak_rss_bytes,
+    )
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def measured_nvidia_smi_bytes(record: Record) -> int | None:
+    """What nvidia-smi showed for the process after loading and one generation with no clean-up: the user
+    view's NVML reading after its generation (its sampled peak where that reading is missing); None where the
+    record has no user view on a GPU."""
+    view = record.user_view
+    if view.error is not None:
+        return None
+    return view.nvml_process_after_bytes if view.nvml_process_after_bytes is not None else view.nvml_process_peak_bytes
