@@ -26,6 +26,7 @@ from bench.report.advice import advice_blocks
 from bench.report.claims_section import ClaimResults, claims_section, judge_groups
 from bench.report.device_section import device_section, failure_gaps
 from bench.report.document import Block, Bullets, Heading, Image, Para, render_html, render_markdown
+from bench.report.load_section import loading_section
 from bench.report.run_data import DeviceGroup, RunData, group_by_device, load_run
 from bench.report.sections import environment_section, quality_section
 from bench.results.frame import records_to_frame
@@ -116,6 +117,7 @@ def build_report(
 
     blocks = _intro(data, groups, env, gaps, notes)
     blocks += claims_section(results, data.envelopes)
+    blocks += loading_section(data.records)
     prefix_needed = len(groups) > 1
     for g in groups:
         blocks += device_section(g, folder, f"{g.slug}--" if prefix_needed else "", make_plots)

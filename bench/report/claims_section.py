@@ -1,7 +1,9 @@
 """The report's claims section: a summary table of every verdict, then one block per claim and device.
 
 Each block states the budget in every unit a reader may think in, the cases it covers, the evidence
-(GPU measurement, capped GPU, host memory or prediction) and a row per context with peak and margin.
+(GPU measurement, capped GPU, host memory or prediction) and a row per context with the figure judged (the
+live peak over loading and generation plus the memory outside the allocator, or the predicted fit bytes),
+the margin, and what nvidia-smi shows for the process beside it (measured in the user view, or predicted).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from bench.claims.boundary import DEFAULT_TOLERANCE_TOKENS as BOUNDARY_TOLERANCE_TOKENS
 from bench.claims.definitions import Claim
 from bench.claims.evidence import READING_LABELS
+from bench.claims.nvidia_smi import CARD_LEVEL_WORDS, SOURCE_LABELS
 from bench.claims.real_card import RealCardVerdict, judge_on_real_card
 from bench.claims.verdicts import (
     EVIDENCE_LABELS,
@@ -46,7 +49,8 @@ def _verdict_kind(symbol: str) -> str:
 
 def _context_rows(verdict: ClaimVerdict) -> Table:
     host = any(v.host_peak_rss_bytes is not None and not v.measured for v in verdict.contexts)
-    peak = "Peak or prediction" if any(v.evidence == PREDICTED for v in verdict.contexts) else "Peak"
+    predicted = any(v.evidence == PREDICTED for v in verdict.contexts)
+    peak = "Fit: live peak + context" + (" or prediction" if predicted else "")
     headers = [
         "Model",
         "Precision",
@@ -60,10 +64,11 @@ def _context_rows(verdict: ClaimVerdict) -> Table:
         "Margin (GB)",
         "Verdict",
         "Evidence",
+        "nvidia-smi would show (MiB)",
     ]
-    align = "llrrrrrrrrll"
+    align = "llrrrrrrrrllr"
     if host:
-        headers.insert(7, "Host peak RSS (MiB)")
+        headers.insert(7, "Host peak RSS, loading or generation (MiB)")
         align = align[:7] + "r" + align[7:]
     rows, kinds = [], []
     for v in verdict.contexts:
@@ -82,6 +87,7 @@ def _context_rows(verdict: ClaimVerdict) -> Table:
             fmt_gb(v.margin_bytes, True),
             f"{v.symbol} {v.text}",
             EVIDENCE_SHORT[v.evidence],
+            f"{fmt_mib(v.nvidia_smi.bytes)} ({v.nvidia_smi.source})" if v.nvidia_smi.bytes is not None else "—",
         ]
         if host:
             row.insert(7, fmt_mib(v.host_peak_rss_bytes) if not v.measured else "—")
@@ -177,6 +183,18 @@ def _reading_bullets(verdict: ClaimVerdict) -> list[str]:
     return [f"Reading: {READING_LABELS[r]}" for r in verdict.readings]
 
 
+def _smi_bullets(verdict: ClaimVerdict) -> list[str]:
+    """Per context with an nvidia-smi figure: what it is and why it differs from the figure judged."""
+    out = []
+    for v in verdict.contexts:
+        smi = v.nvidia_smi
+        if smi.bytes is None:
+            continue
+        where = f"{v.model} {v.precision} b{v.batch_size} at {v.context_tokens} tokens"
+        out.append(f"{where}: {smi.text}, {SOURCE_LABELS[smi.source]}" + (f"; {smi.why}" if smi.why else ""))
+    return out
+
+
 def _claim_blocks(
     verdict: ClaimVerdict, capped: ClaimVerdict | None, device_label: str, real: RealCardVerdict | None = None
 ) -> list[Block]:
@@ -186,8 +204,9 @@ def _claim_blocks(
     blocks += _real_card_blocks(real)
     facts = [
         f"Budget: {budget_words(claim)}" + (f' (stated as "{claim.stated_as}")' if claim.stated_as else ""),
-        f"Covers: {claim.describe_cases()}; judged on the NVML process peak (CUDA context + allocator "
-        "reservations); an out-of-memory case does not fit",
+        f"Covers: {claim.describe_cases()}; judged on what the card must hold to load and run the case: the "
+        "allocator's live peak over loading and generation plus the memory outside the allocator (CUDA context, "
+        "libraries); an out-of-memory case does not fit. nvidia-smi shows more: the allocator's cached blocks too",
         f"Evidence: {_evidence_words(verdict)}",
         *_reading_bullets(verdict),
     ]
@@ -196,6 +215,10 @@ def _claim_blocks(
     if claim.note:
         facts.append(f"Note: {claim.note}")
     blocks.append(Bullets(tuple(facts)))
+    smi = _smi_bullets(verdict)
+    if smi:
+        title = f"What nvidia-smi shows beside the fit figure ({len(smi)} cases)"
+        blocks.append(Details(title, (Bullets(tuple(smi)),)))
     if verdict.contexts:
         table = _context_rows(verdict)
         if len(verdict.contexts) > MAX_INLINE_ROWS:
@@ -343,8 +366,13 @@ def claims_section(
     )
     blocks.append(
         Para(
-            "✅ / ❌: measured on a GPU (NVML process peak, what nvidia-smi shows). ☑️ / ✖️: measured on a GPU, but on a "
-            "weaker reading (device-wide, a guessed process, or a GPU another process used), named beside the verdict. "
+            "✅ / ❌: measured on a GPU: the allocator's live peak over loading and generation plus the memory outside "
+            "it (CUDA context, libraries), which is what must fit (the allocator returns its cached blocks before an "
+            "allocation fails). nvidia-smi shows more, the cached blocks too (from quantizing while loading, and from "
+            "generating): it is given beside each verdict, measured after a load and one generation without clean-up "
+            f"where the run has that user view, else predicted, labelled. {CARD_LEVEL_WORDS} "
+            "☑️ / ✖️: measured on a GPU, but on a weaker reading (device-wide, a guessed process, a GPU another "
+            "process used, or a record without its loading phase), named beside the verdict. "
             "⚠️: holds only up to a context, or not a GPU measurement (host memory or a prediction), or no evidence. "
             "Margins: budget minus peak, positive is headroom; MiB = 2^20 bytes, GB = 10^9 bytes.",
             "note",

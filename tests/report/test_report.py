@@ -70,7 +70,7 @@ def test_gpu_report_markdown_has_claims_environment_and_flags(gpu_report):
     fp16_128 = gpu_peak("fp16", 128)
     margin = 8 * GiB - fp16_128
     row = (f"| phi-3-mini | fp16 | 1 | 128 | 64 | {fp16_128 / 2**20:,.0f} | {fp16_128 / 1e9:.2f} | 8,192 | "
-           f"{margin / 2**20:+,.0f} | {margin / 1e9:+.2f} | ✅ fits | GPU (NVML peak) |")
+           f"{margin / 2**20:+,.0f} | {margin / 1e9:+.2f} | ✅ fits | GPU (live peak) |")
     assert row in md
     assert "8 GiB = 8,192 MiB = 8.59 GB" in md
     assert "| torch | 2.6.0 |" in md and "| driver | 550.54.15 |" in md and "| GPUs | 0: NVIDIA H200, 140.4 GiB |" in md
@@ -279,7 +279,7 @@ def test_predictions_in_a_cpu_report_are_labelled(tmp_path: Path):
     fp16 = next(v for v in files.verdicts if v.claim.id == "phi3-fp16-8gb")
     # 5 GiB + 1 MB per token: under 8 GiB up to 3,221 tokens, so up to 3072 of the claim's contexts.
     assert fp16.text == "predicted: holds up to 3072 tokens of context, fails from 4032 (not measured on a GPU)"
-    assert "Peak or prediction (MiB)" in md and "prediction, no GPU" in md
+    assert "Fit: live peak + context or prediction (MiB)" in md and "prediction, no GPU" in md
     assert "⚠️ predicted to fit (not measured on a GPU)" in md and "⚠️ predicted not to fit (not measured on a GPU)" in md
     assert "✅" not in md.split("## Results on")[0].replace("✅ / ❌", "")  # no GPU-measurement symbol anywhere
 
