@@ -70,11 +70,17 @@ def _measured_why(record: Record, smi: int, fit: int | None) -> str:
 
 
 def _predicted_why(smi: int, fit: int | None) -> str:
-    diff = "" if fit is None else f"{fmt_mib(smi - fit, True)} MiB against the predicted fit figure: "
-    return (
-        f"{diff}the allocator's cache of blocks freed while loading (16-bit weights quantized on the device) "
-        "and generating, which nvidia-smi counts and the fit figure leaves out, less the fit figure's slack"
+    cache = (
+        "the allocator's cache of blocks freed while loading (16-bit weights quantized on the device) and "
+        "generating, which nvidia-smi counts and the fit figure leaves out"
     )
+    if fit is None:
+        return f"nvidia-smi counts {cache}"
+    if smi == fit:
+        return "the same as the predicted fit figure: this prediction does not model " + cache
+    if smi > fit:
+        return f"{fmt_mib(smi - fit, True)} MiB against the predicted fit figure: {cache}"
+    return f"{fmt_mib(smi - fit, True)} MiB against the predicted fit figure, whose slack exceeds {cache}"
 
 
 def nvidia_smi_view(

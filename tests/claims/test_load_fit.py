@@ -83,3 +83,13 @@ def test_host_evidence_shows_the_host_peak_over_loading_and_stays_unjudged():
     assert point.host_peak_rss_bytes == record.memory.host_peak_rss_bytes + 300 * MiB
     assert point.nvidia_smi.source == PREDICTED  # no GPU: only a labelled prediction
     assert verdict.status not in (HOLDS, FAILS, HOLDS_UP_TO)
+
+
+def test_a_predicted_nvidia_smi_equal_to_the_fit_figure_says_the_cache_is_not_modelled():
+    tiny = dataclasses.replace(CLAIM, model="phi-3-tiny")
+    (point,) = judge_claim(tiny, [cpu_generate("nf4", 128)], predict=lambda s: GiB, smi_predict=lambda s: GiB).contexts
+    assert point.nvidia_smi.why.startswith("the same as the predicted fit figure: this prediction does not model")
+    (point,) = judge_claim(
+        tiny, [cpu_generate("nf4", 128)], predict=lambda s: GiB, smi_predict=lambda s: GiB + 300 * MiB
+    ).contexts
+    assert point.nvidia_smi.why.startswith("+300 MiB against the predicted fit figure: the allocator's cache")
