@@ -74,3 +74,23 @@ def test_real_gpu_case_records_every_memory_field(tmp_path, precision):
     assert m.baseline_bytes and m.nvml_process_peak_bytes > m.baseline_bytes
     assert m.kv_cache_bytes > 0 and m.device_total_bytes > 0
     assert record.telemetry.get("energy_j") is not None or record.telemetry.get("unavailable")
+
+
+@pytest.mark.gpu
+def test_real_gpu_load_and_user_view_are_recorded(tmp_path):
+    """On a GPU: an nf4 load peaks above what it keeps, the pool after loading is not emptied, and the user
+    view's nvidia-smi reading (NVML process after one generation) holds the pool plus the CUDA context."""
+    from bench.measure.runner import RunOptions, run_cases
+
+    spec = CaseSpec("phi-3-tiny", "nf4", "generate", 1, 64, 8, device="cuda")
+    policy = TimingPolicy(warmup_runs=1, min_repetitions=2, max_repetitions=2)
+    (record,) = run_cases([spec], policy, RunOptions(tmp_path, progress=False))
+    assert record.status == "ok", record.error
+    load, view, m = record.load, record.user_view, record.memory
+    assert load.load_s > 0 and load.loaded_for_key == spec.key
+    assert load.load_peak_allocated_bytes >= load.load_allocated_after_bytes > 0
+    assert load.load_reserved_after_bytes >= load.load_allocated_after_bytes
+    assert load.load_nvml_process_bytes >= load.load_reserved_after_bytes + (m.baseline_bytes or 0) // 2
+    assert view.recorded, view.error
+    assert view.reserved_high_water_bytes >= view.peak_allocated_bytes >= load.load_peak_allocated_bytes
+    assert view.nvml_process_after_bytes >= view.reserved_after_bytes
