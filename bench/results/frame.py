@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from bench.results import metrics
 from bench.results.record import Record
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ SPEC_COLUMNS = (
 
 
 def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
-    """One row per record: spec fields, status, device, derived metrics, memory bytes, telemetry summary, flags."""
+    """One row per record: spec fields, status, device, derived metrics, memory bytes, the load (``load_*``)
+    and user view (``user_view_*``) with the fit figures derived from them, telemetry summary, flags."""
     import pandas as pd  # imported here: only the paths that draw or tabulate need pandas
 
     rows = []
@@ -45,6 +47,13 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
         row.update(r.metrics)
         row.update(r.memory.to_dict())
         row.update(r.roofline.to_dict(), compile_s=r.compile_s)
+        row.update({k if k.startswith("load") else f"load_{k}": v for k, v in r.load.to_dict().items()})
+        row.update({f"user_view_{k}": v for k, v in r.user_view.to_dict().items()})
+        row.update(
+            measured_fit_bytes=metrics.measured_fit_bytes(r),
+            host_live_peak_rss_bytes=metrics.host_live_peak_rss_bytes(r),
+            measured_nvidia_smi_bytes=metrics.measured_nvidia_smi_bytes(r),
+        )
         row.update({f"telemetry_{k}": v for k, v in r.telemetry.items() if not isinstance(v, (dict, list))})
         rows.append(row)
     return pd.DataFrame(rows)
