@@ -1,6 +1,7 @@
 """The loading phase and the user view: the GPU path under a simulated caching allocator and fake NVML, the
 CPU path with a real tiny model (host RSS)."""
 
+import os
 import time
 
 import pytest
@@ -143,6 +144,7 @@ def test_a_failed_load_stops_the_sampler():
     assert len(made) == 1 and made[0].result is not None
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="host RSS is read from Linux's /proc")
 def test_on_a_cpu_the_host_rss_peak_covers_the_load():
     import numpy as np
 
