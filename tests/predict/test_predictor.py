@@ -4,9 +4,9 @@ allocation record, host memory against measurement, speed arithmetic and bad inp
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
-from synthetic_records import generate_record
 
 from bench.config.hardware import HardwareProfile, Measured
 from bench.config.precision import get_precision
@@ -19,6 +19,7 @@ from bench.predict.kv_cache import kv_bytes_per_token
 from bench.predict.memory import largest_batch, predict_memory
 from bench.predict.speed import decode_bytes_per_step, predict_decode
 from bench.predict.weights import weight_bytes
+from bench.results.run_folder import RunFolder
 from bench.units import GiB
 
 MiB = 2**20
@@ -186,21 +187,42 @@ def test_decode_ceiling_is_bandwidth_over_bytes_read() -> None:
     assert s.label == "ceiling" and s.efficiency is None and s.predicted_tokens_per_s == s.ceiling_tokens_per_s
 
 
-def test_efficiency_from_measured_records() -> None:
-    card = gpu("NVIDIA H200", 141, 4800, "9.0")
-    ceiling = predict_decode("phi-3-mini", "fp16", 512, 1, 64, card).ceiling_tokens_per_s
-    rec = generate_record(precision="fp16", context=512, new_tokens=64, tpot_s=1 / (0.6 * ceiling), noise=0.0,
-                          device_name="NVIDIA H200")
-    s = predict_decode("phi-3-mini", "fp16", 1024, 1, 64, card, [rec], [card])
-    assert s.label == "predicted" and s.efficiency == pytest.approx(0.6, rel=1e-6)
-    assert s.predicted_tokens_per_s == pytest.approx(0.6 * s.ceiling_tokens_per_s)
-    assert s.measured_tokens_per_s is None  # a different context was measured
-    same = predict_decode("phi-3-mini", "fp16", 512, 1, 64, card, [rec], [card])
-    assert same.measured_tokens_per_s == pytest.approx(0.6 * ceiling)
-    # the efficiency transfers to another card when it is the only evidence, and says so
-    other = predict_decode("phi-3-mini", "fp16", 1024, 1, 64, gpu(), [rec], [card])
-    assert other.label == "predicted" and "NVIDIA H200" in other.efficiency_basis
-    assert predict_decode("phi-3-mini", "nf4", 1024, 1, 64, card, [rec], [card]).label == "ceiling"
+# The frozen CPU run (tests/data/runs/cpu-smoke): phi-3-tiny fp32, prompt 32 + 16 new tokens, decode measured at
+# 43.68 tokens/s (tpot_s 0.0228918) on "AMD EPYC", whose measured copy bandwidth was 4.8 GB/s.
+CPU_SMOKE = Path(__file__).resolve().parents[1] / "data" / "runs" / "cpu-smoke"
+SMOKE_FP32_TOKENS_PER_S = 43.68365037776669  # the record's decode_tokens_per_s as written by the run
+SMOKE_HOST_BANDWIDTH = 4.8e9
+# Bytes one decode step reads, counted by hand from the record: its 70,915,328 bytes of weights less the fp32
+# input embedding (32064 x 256) but the one row looked up, plus K and V of 2 layers x 256 fp32 values per token
+# at the mean length the timed steps read (tokens 2..16 attend over 33..47 tokens: 40; at a 512-token prompt 520).
+TINY_FP32_READ = 70_915_328 - 32064 * 256 * 4 + 256 * 4
+TINY_FP32_KV_TOKEN = 2 * 2 * 256 * 4
+
+
+def smoke_host(name: str = "AMD EPYC", bandwidth: float = SMOKE_HOST_BANDWIDTH) -> HardwareProfile:
+    return HardwareProfile(name=name, kind="cpu", memory_bytes=24 * GiB, memory_bandwidth_bytes_per_s=bandwidth)
+
+
+def test_efficiency_from_a_measured_cpu_run() -> None:
+    records = RunFolder(CPU_SMOKE).load_records()
+    host = smoke_host()
+    efficiency = SMOKE_FP32_TOKENS_PER_S * (TINY_FP32_READ + TINY_FP32_KV_TOKEN * 40) / SMOKE_HOST_BANDWIDTH
+    assert efficiency == pytest.approx(0.3481, abs=1e-4)
+    same = predict_decode("phi-3-tiny", "fp32", 32, 1, 16, host, records, [host])
+    assert same.label == "predicted" and same.efficiency == pytest.approx(efficiency, rel=1e-9)
+    assert same.measured_tokens_per_s == pytest.approx(SMOKE_FP32_TOKENS_PER_S, rel=1e-9)
+    longer = predict_decode("phi-3-tiny", "fp32", 512, 1, 16, host, records, [host])
+    expected = efficiency * SMOKE_HOST_BANDWIDTH / (TINY_FP32_READ + TINY_FP32_KV_TOKEN * 520)
+    assert longer.predicted_tokens_per_s == pytest.approx(expected, rel=1e-9)  # 41.5 tokens/s
+    assert longer.measured_tokens_per_s is None and longer.calibrated_on == "AMD EPYC"
+    # the fraction transfers to another CPU when it is the only evidence, and says so; never to a GPU
+    other = predict_decode("phi-3-tiny", "fp32", 512, 1, 16, smoke_host("Other CPU", 2e10), records, [host])
+    assert other.efficiency == pytest.approx(efficiency, rel=1e-9) and "AMD EPYC" in other.efficiency_basis
+    assert predict_decode("phi-3-tiny", "fp32", 512, 1, 16, gpu(), records, [host]).label == "ceiling"
+    # nf4 is calibrated by the nf4 record (7.87 tokens/s), not by fp32's
+    nf4 = predict_decode("phi-3-tiny", "nf4", 32, 1, 16, host, records, [host])
+    assert nf4.measured_tokens_per_s == pytest.approx(7.872034879588737, rel=1e-9)
+    assert nf4.efficiency < efficiency / 5 and "phi-3-tiny nf4" in nf4.efficiency_basis
 
 
 def test_decode_needs_a_decoder_and_a_device() -> None:
