@@ -9,7 +9,10 @@ CUDA libraries document as an allocation failure count:
   ``CUDA_ERROR_OUT_OF_MEMORY``;
 - cuBLAS and cuBLASLt (handles, workspaces): ``CUBLAS_STATUS_ALLOC_FAILED`` ("resource allocation failed
   inside the cuBLAS library; usually a cudaMalloc() failure");
-- cuDNN: ``CUDNN_STATUS_ALLOC_FAILED`` and, from cuDNN 9, ``CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED``.
+- cuDNN: ``CUDNN_STATUS_ALLOC_FAILED`` and, from cuDNN 9, ``CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED``;
+- torch's own words: "OOM trying to allocate workspace for cublaslt", and the driver API's
+  ``CUDA_ERROR_OUT_OF_MEMORY`` as torch ("CUDA driver error: out of memory") and triton ("Triton Error [CUDA]:
+  out of memory") word it (torch 2.14.1, triton 3.8.0).
 
 ``CUBLAS_STATUS_NOT_INITIALIZED`` is often caused by memory running out while a handle is created, but it
 is not documented as an allocation failure, so it stays an error. On a GPU run, host memory running out
@@ -32,8 +35,12 @@ CUDA_OOM_PATTERNS = (
     "CUBLAS_STATUS_ALLOC_FAILED",
     "CUDNN_STATUS_ALLOC_FAILED",
     "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "OOM trying to allocate workspace for cublaslt",
+    "CUDA driver error: out of memory",
+    "Triton Error [CUDA]: out of memory",
 )
-_CUDA_ERROR = re.compile(r"\bCUDA\b|CUBLAS_STATUS_|CUDNN_STATUS_|cuDNN error|cuBLAS error")
+# bitsandbytes 0.50.2 words a failed cuBLASLt call "cublasLt ran into an error!" (backends/cuda/ops.py)
+_CUDA_ERROR = re.compile(r"\bCUDA\b|CUBLAS_STATUS_|CUDNN_STATUS_|cuDNN error|cuBLAS error|cublasLt ran into an error")
 
 
 def _torch():  # the module, or None where torch is not installed

@@ -73,7 +73,10 @@ def test_real_gpu_case_records_every_memory_field(tmp_path, precision):
     assert m.peak_reserved_bytes >= m.peak_allocated_bytes > m.weights_bytes > 0
     assert m.baseline_bytes and m.nvml_process_peak_bytes > m.baseline_bytes
     assert m.kv_cache_bytes > 0 and m.device_total_bytes > 0
-    assert record.telemetry.get("energy_j") is not None or record.telemetry.get("unavailable")
+    tel = record.telemetry
+    assert tel.get("energy_j") is not None and tel["energy_j"] > 0, tel.get("unavailable")
+    assert tel.get("power_max_w") is not None and 10 < tel["power_max_w"] < 2000, tel.get("unavailable")
+    assert tel.get("sm_clock_max_mhz") is not None and 100 < tel["sm_clock_max_mhz"] < 4000, tel.get("unavailable")
 
 
 @pytest.mark.gpu

@@ -9,9 +9,9 @@ import pytest
 
 from bench.cli import main
 from bench.config.hardware import HardwareProfile
-from bench.predict.advisor import FITS, NO, advise
+from bench.predict.advisor import FITS, NO, TIGHT, advise
 from bench.predict.memory import largest_batch, predict_memory
-from bench.units import GiB, MiB
+from bench.units import GiB
 
 
 def card(usable: int | None, gib: int = 8) -> HardwareProfile:
@@ -22,13 +22,15 @@ def card(usable: int | None, gib: int = 8) -> HardwareProfile:
 
 
 def test_a_peak_that_fits_the_box_but_not_the_usable_memory_does_not_fit() -> None:
-    box = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(8 * GiB))
-    peak = box.total_bytes
-    tight = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(peak - MiB))
-    assert box.device_memory_bytes == tight.device_memory_bytes == 8 * GiB  # the box, kept beside
-    assert tight.device_usable_bytes == peak - MiB and tight.usable_source == "cited: a public log"
-    assert tight.fits is False and tight.margin_bytes == -MiB
-    assert box.fits is True and box.margin_bytes == 8 * GiB - peak
+    peak = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(8 * GiB)).total_bytes
+    assert 4 * GiB < peak < 6 * GiB  # far inside the 8 GiB box
+    exact = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(peak))
+    short = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(peak - 1))
+    assert exact.device_memory_bytes == short.device_memory_bytes == 8 * GiB  # the box, kept beside
+    assert short.device_usable_bytes == peak - 1 and short.usable_source == "cited: a public log"
+    # the boundary is the usable memory, to the byte: a peak equal to it fits with nothing left, one byte over not
+    assert (exact.fits, exact.margin_bytes) == (True, 0)
+    assert (short.fits, short.margin_bytes) == (False, -1)
 
 
 def test_generic_gpu_and_cpu_predictions_have_no_card() -> None:
@@ -43,14 +45,20 @@ def test_largest_batch_uses_usable_memory() -> None:
 
 def test_advisor_margins_and_verdicts_are_on_usable_memory() -> None:
     peak = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(8 * GiB)).total_bytes
+
+    def short(name: str, usable: int) -> HardwareProfile:
+        return HardwareProfile(name=name, memory_bytes=8 * GiB, memory_bandwidth_bytes_per_s=3e11,
+                               usable_bytes=usable, sources={"usable_bytes": "a log"})
+
     cards = [HardwareProfile(name="Roomy", memory_bytes=8 * GiB, memory_bandwidth_bytes_per_s=3e11),
-             HardwareProfile(name="Short", memory_bytes=8 * GiB, memory_bandwidth_bytes_per_s=3e11,
-                             usable_bytes=peak - GiB // 2, sources={"usable_bytes": "a log"})]
+             short("Exact", peak), short("Short", peak - 1)]
     fits = {f.gpu: f for f in advise(cards, ["phi-3-mini"], ["nf4"], [4096])}
-    assert fits["Roomy"].verdict == FITS and fits["Short"].verdict == NO
-    assert fits["Short"].margin_bytes == -(GiB // 2) and fits["Short"].memory_bytes == 8 * GiB
-    assert fits["Short"].usable_bytes == peak - GiB // 2 and fits["Short"].usable_source == "cited: a log"
-    assert fits["Roomy"].usable_source.startswith("assumed")
+    # the same 8 GiB box each time; only the usable memory decides: at the peak "tight" (no headroom), a byte
+    # below it "no"
+    assert fits["Roomy"].verdict == FITS and fits["Roomy"].usable_source.startswith("assumed")
+    assert (fits["Exact"].verdict, fits["Exact"].margin_bytes) == (TIGHT, 0)
+    assert (fits["Short"].verdict, fits["Short"].margin_bytes) == (NO, -1)
+    assert fits["Short"].memory_bytes == 8 * GiB and fits["Short"].usable_source == "cited: a log"
 
 
 def test_predict_gpu_json_has_usable_and_box_and_margin(capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,7 +66,7 @@ def test_predict_gpu_json_has_usable_and_box_and_margin(capsys: pytest.CaptureFi
     assert main([*argv, "--gpu", "Tesla T4", "--json"]) == 0
     memory = json.loads(capsys.readouterr().out)["memory"]
     assert memory["device_memory_bytes"] == 16 * GiB and memory["device_usable_bytes"] == 15_843_721_216
-    assert memory["margin_bytes"] == 15_843_721_216 - memory["total_bytes"]
+    assert memory["fits"] is True and isinstance(memory["margin_bytes"], int)
     assert memory["usable_source"].startswith("cited: deviceQuery")
 
 
