@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import machine
 from bench.config.hardware import PROFILES_ENV, HardwareProfile, find_profile, load_profiles, shipped_profiles_dir
 from bench.measure.memory import cache_layers
 from bench.results.record import Roofline
@@ -149,29 +150,36 @@ def device_bandwidth(
 
 def host_bandwidth_file(cpu: str) -> Path:
     """Where the measured host bandwidth of this host is kept, so that every worker (and run) on it uses one
-    figure: a copy rate measured under a momentary load would otherwise differ between a run's workers."""
+    figure: a copy rate measured under a momentary load would otherwise differ between a run's workers.
+
+    The name carries the machine fingerprint's digest (:mod:`bench.config.machine`): two hosts of one name
+    (the same CPU model string and host name) with another ISA or library stack never share the figure."""
     from bench.measure.loader import cache_dir
 
-    return cache_dir() / "host-bandwidth" / f"{slugify(host_profile_name(cpu))}.json"
+    return cache_dir() / "host-bandwidth" / f"{slugify(host_profile_name(cpu))}-{machine.fingerprint().digest}.json"
 
 
 def cached_host_bandwidth(cpu: str, measure: Callable[[], float] = measure_host_bandwidth) -> tuple[float, str]:
-    """``(bytes per second, when it was measured)`` for this host: this process's figure, else the kept one,
-    else measured now (``measure``) and kept."""
+    """``(bytes per second, when it was measured)`` for this host: this process's figure, else the kept one
+    (written under this machine's fingerprint), else measured now (``measure``) and kept."""
     if cpu in _HOST_MEASURED:
         return _HOST_MEASURED[cpu]
     path = host_bandwidth_file(cpu)
+    digest = machine.fingerprint().digest
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("machine") != digest:
+            raise KeyError("machine")  # another machine's figure: measure this one's
         found = (float(data["memory_bandwidth_bytes_per_s"]), f"{data['measured_utc']} (kept in {path})")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         value = float(measure())
         stamp = utc_now()
         found = (value, f"{stamp} (kept in {path})")
+        kept = {"memory_bandwidth_bytes_per_s": value, "measured_utc": stamp, "machine": digest}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"memory_bandwidth_bytes_per_s": value, "measured_utc": stamp}), encoding="utf-8")
+            tmp.write_text(json.dumps(kept), encoding="utf-8")
             tmp.replace(path)
         except OSError:
             found = (value, f"{stamp} (not kept: {path.parent} is not writable)")

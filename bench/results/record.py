@@ -13,7 +13,7 @@ from bench.results import metrics
 
 # The version of the record's JSON form, stored under "schema". Records written before the field
 # existed are version 1. A change to the form bumps it and adds a step to _UPGRADES.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIRST_SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 # Registered Phi-3 models that version-1 harnesses built from transformers' Phi3Config() defaults,
@@ -39,9 +39,14 @@ def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _upgrade_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds the machine fingerprint's digest (``machine``); a version-2 record keeps "" (not recorded)."""
+    return dict(data)
+
+
 # _UPGRADES[n] turns the dict of a version-n record into a version-(n + 1) one; one entry per
 # version from FIRST_SCHEMA_VERSION up to SCHEMA_VERSION - 1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 def upgrade_record_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +194,8 @@ class Record:
     compile_s: float | None = None
     engine_info: dict[str, Any] = field(default_factory=dict)
     roofline: Roofline = field(default_factory=Roofline)
+    # the digest of the machine fingerprint (bench.config.machine) of the process that measured it; "" = not recorded
+    machine: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -253,6 +260,7 @@ class Record:
             "compile_s": self.compile_s,
             "engine_info": self.engine_info,
             "roofline": self.roofline.to_dict(),
+            "machine": self.machine,
             "metrics": self.metrics,
         }
 
@@ -281,6 +289,7 @@ class Record:
             compile_s=data.get("compile_s"),
             engine_info=dict(data.get("engine_info") or {}),
             roofline=Roofline.from_dict(data.get("roofline") or {}),
+            machine=str(data.get("machine") or ""),
         )
 
     def replace(self, **changes: Any) -> Record:
