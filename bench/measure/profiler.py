@@ -271,12 +271,15 @@ def profile_device(
 
 
 def default_profile_path(profile: HardwareProfile) -> str:
-    """Where ``bench profile`` writes by default: the card's file in profiles/gpus, or profiles/hosts for a CPU."""
-    from bench.config.hardware import shipped_profiles_dir
+    """Where ``bench profile`` writes by default: the card's file in the user's profiles/gpus, or profiles/hosts
+    for a CPU; a shipped profile (package data) is never written over: its measured copy goes to the user's
+    folder, where it takes precedence."""
+    from bench.config.hardware import shipped_profiles_dir, user_profiles_dir
 
-    if profile.path is not None:
+    shipped = profile.path is not None and profile.path.resolve().parent == shipped_profiles_dir().resolve()
+    if profile.path is not None and not shipped:
         return str(profile.path)
-    folder = shipped_profiles_dir() if profile.kind == "cuda" else shipped_profiles_dir().parent / "hosts"
+    folder = user_profiles_dir() if profile.kind == "cuda" else user_profiles_dir().parent / "hosts"
     return str(folder / f"{slugify(profile.name)}.toml")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import machine
-from bench.config.hardware import PROFILES_ENV, HardwareProfile, find_profile, load_profiles, shipped_profiles_dir
+from bench.config.hardware import PROFILES_ENV, HardwareProfile, find_profile, load_profiles, user_profiles_dir
 from bench.measure.memory import cache_layers
 from bench.results.record import Roofline
 from bench.units import MiB, slugify, utc_now
@@ -92,7 +92,7 @@ def measure_host_bandwidth(nbytes: int = HOST_PROBE_BYTES, rounds: int = HOST_PR
 
 def host_profile_dirs() -> list[Path]:
     """Folders of host (CPU) profiles: ``profiles/hosts`` next to the GPU profiles, then ``BENCH_PROFILES_DIR``."""
-    dirs = [shipped_profiles_dir().parent / "hosts"]
+    dirs = [user_profiles_dir().parent / "hosts"]
     env = os.environ.get(PROFILES_ENV)
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
