@@ -93,6 +93,9 @@ class Measured:
     source: str | None = None  # what produced these figures (a command, or a reference document)
     # True for figures typed in by hand (approximate, from notes of a run), not written by 'bench profile'
     hand_entered: bool | None = None
+    # CPU profiles: the machine fingerprint's digest (bench.config.machine) of the host measured; a host of the
+    # same name with another digest (another ISA or library stack) does not use these figures
+    machine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict without the unmeasured fields."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.config import machine
 from bench.config.hardware import HardwareProfile, Measured, find_profile, load_profiles
 from bench.errors import BadInputError
 from bench.units import GiB, MiB, slugify, utc_now
@@ -212,6 +213,7 @@ def measure_cpu(*, torch_module: Any = None, quick: bool = False, timer: Timer =
         torch=str(torch.__version__),
         cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
         host=socket.gethostname(),
+        machine=machine.fingerprint().digest,
         measured_utc=utc_now(),
         source=f"bench profile: {nbytes / MiB:.0f} MiB host tensor copy, {n}^3 float32 matmul, "
         f"{torch.get_num_threads()} threads",

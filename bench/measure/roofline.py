@@ -107,6 +107,11 @@ def host_profile_name(cpu: str, host: str | None = None) -> str:
 _HOST_MEASURED: dict[str, tuple[float, str]] = {}
 
 
+def here() -> str:
+    """This machine's fingerprint digest (:mod:`bench.config.machine`)."""
+    return machine.fingerprint().digest
+
+
 def device_bandwidth(
     device: str,
     device_name: str,
@@ -133,7 +138,8 @@ def device_bandwidth(
         return Bandwidth(float(prof.memory_bandwidth_bytes_per_s), DATASHEET, f"{prof.name}: {why}")
     pool = list(host_profiles) if host_profiles is not None else load_profiles(host_profile_dirs())
     prof = find_profile(host_profile_name(device_name), [p for p in pool if p.kind == "cpu"])
-    if prof is not None and prof.bandwidth_bytes_per_s > 0:
+    other = prof is not None and prof.measured is not None and prof.measured.machine not in (None, here())
+    if prof is not None and prof.bandwidth_bytes_per_s > 0 and not other:
         why = prof.measured.source if prof.measured and prof.measured.source else "bench profile"
         return Bandwidth(prof.bandwidth_bytes_per_s, MEASURED_PROFILE, f"{prof.name}: {why}")
     if probe is not None:
@@ -141,10 +147,13 @@ def device_bandwidth(
     else:
         value, when = cached_host_bandwidth(device_name)
     probe_mib = HOST_PROBE_BYTES // MiB
-    note = (
-        f"no host profile for this host ('bench profile' writes one): best of {HOST_PROBE_ROUNDS} {probe_mib} MiB "
-        f"tensor copies, measured {when}"
+    why = (
+        f"the host profile {prof.name!r} was measured on another machine (fingerprint {prof.measured.machine}, "
+        f"this one {here()})"
+        if other and prof is not None and prof.measured is not None
+        else "no host profile for this host ('bench profile' writes one)"
     )
+    note = f"{why}: best of {HOST_PROBE_ROUNDS} {probe_mib} MiB tensor copies, measured {when}"
     return Bandwidth(value, MEASURED_HOST, note)
 
 

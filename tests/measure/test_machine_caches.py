@@ -66,3 +66,26 @@ def test_a_random_checkpoint_built_under_one_cpu_is_rebuilt_under_the_other(cach
     second = loader.random_checkpoint(source)
     assert second != first and len(builds) == 2
     assert sorted(p.name for p in (cache / "random-checkpoints").iterdir()) == sorted([first.name, second.name])
+
+
+def _host_profile(machine_digest):
+    from bench.config.hardware import HardwareProfile, Measured
+
+    measured = Measured(memory_bandwidth_bytes_per_s=4.8e9, source="bench profile", machine=machine_digest)
+    name = roofline.host_profile_name("AMD EPYC", "vm")
+    return HardwareProfile(name=name, kind="cpu", memory_bytes=2**34, memory_bandwidth_bytes_per_s=4.8e9,
+                           measured=measured)
+
+
+def test_a_host_profile_of_another_machine_of_the_same_name_is_not_used(monkeypatch):
+    monkeypatch.setattr(roofline.socket, "gethostname", lambda: "vm")
+    without = use_cpu(monkeypatch, WITHOUT_BF16)
+    written_there = _host_profile(without.digest)
+    assert roofline.device_bandwidth("cpu", "AMD EPYC", host_profiles=[written_there], probe=lambda: 3.1e10).source \
+        == roofline.MEASURED_PROFILE
+    with_bf16 = use_cpu(monkeypatch, WITH_BF16)
+    here = roofline.device_bandwidth("cpu", "AMD EPYC", host_profiles=[written_there], probe=lambda: 3.1e10)
+    assert (here.bytes_per_s, here.source) == (3.1e10, roofline.MEASURED_HOST)
+    assert without.digest in here.note and with_bf16.digest in here.note and "another machine" in here.note
+    old = roofline.device_bandwidth("cpu", "AMD EPYC", host_profiles=[_host_profile(None)], probe=lambda: 3.1e10)
+    assert old.bytes_per_s == 4.8e9  # a profile written before fingerprints were recorded still applies
