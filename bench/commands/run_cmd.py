@@ -290,7 +290,7 @@ def run_command(args: argparse.Namespace) -> int:
     records = run_cases(cases, policy, options)
     from bench.report.terminal import print_summary
 
-    print_summary(records)
+    print_summary(records, report=None if args.no_report else str(folder.report_md))
     if not args.no_report:
         _write_report(out)
     print(f"bench: records in {folder.results_file}", file=sys.stderr)

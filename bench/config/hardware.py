@@ -1,8 +1,10 @@
 """Hardware profiles: one TOML file per GPU (datasheet figures with their sources, plus measured figures).
 
-Profiles live in the repository's ``profiles/gpus/`` folder. A user adds or overrides cards with a
-folder of their own: ``--profiles DIR`` on the command line, or ``BENCH_PROFILES_DIR`` (several folders
-separated by ``os.pathsep``); a profile there replaces a shipped one of the same name.
+The shipped profiles are package data, ``bench/config/profiles/gpus/``, so an installed package finds them
+anywhere. A user adds or overrides cards in ``profiles/gpus/`` (the checkout's, or the current folder's when
+the package is installed; ``bench profile`` writes there), in a folder given with ``--profiles DIR``, or with
+``BENCH_PROFILES_DIR`` (several folders separated by ``os.pathsep``); a profile there replaces a shipped one
+of the same name.
 
 A profile file::
 
@@ -91,6 +93,9 @@ class Measured:
     source: str | None = None  # what produced these figures (a command, or a reference document)
     # True for figures typed in by hand (approximate, from notes of a run), not written by 'bench profile'
     hand_entered: bool | None = None
+    # CPU profiles: the machine fingerprint's digest (bench.config.machine) of the host measured; a host of the
+    # same name with another digest (another ISA or library stack) does not use these figures
+    machine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict without the unmeasured fields."""
@@ -355,15 +360,29 @@ def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
 # --------------------------------------------------------------------------- folders and lookup
 
 
+SHIPPED_PROFILES = Path(__file__).resolve().parent / "profiles" / "gpus"
+
+
 def shipped_profiles_dir() -> Path:
-    """The repository's ``profiles/gpus`` folder (next to the package), or ``./profiles/gpus``."""
-    repo = Path(__file__).resolve().parents[2] / "profiles" / "gpus"
-    return repo if repo.is_dir() else Path.cwd() / "profiles" / "gpus"
+    """The GPU profiles shipped with the package (``bench/config/profiles/gpus``, package data): found wherever
+    the package is installed, a checkout or site-packages."""
+    return SHIPPED_PROFILES
+
+
+def user_profiles_dir() -> Path:
+    """Where a user's own and edited profiles live, and where ``bench profile`` writes: the checkout's
+    ``profiles/gpus`` (next to the package) when the package runs from a checkout, else ``./profiles/gpus``.
+    A profile here replaces a shipped one of the same name."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "bench" / "config").is_dir():
+        return checkout / "profiles" / "gpus"
+    return Path.cwd() / "profiles" / "gpus"
 
 
 def profile_dirs(extra: Iterable[str | os.PathLike[str]] | None = None) -> list[Path]:
-    """Folders searched, later ones overriding earlier: shipped, then ``BENCH_PROFILES_DIR``, then ``extra``."""
-    dirs = [shipped_profiles_dir()]
+    """Folders searched, later ones overriding earlier: shipped, the user's (:func:`user_profiles_dir`), then
+    ``BENCH_PROFILES_DIR``, then ``extra``."""
+    dirs = [shipped_profiles_dir(), user_profiles_dir()]
     env = os.environ.get(PROFILES_ENV)
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
@@ -377,11 +396,10 @@ def load_profiles(dirs: Sequence[str | os.PathLike[str]] | None = None) -> list[
     A folder that does not exist is an error when named explicitly, so a typo is not silently ignored.
     """
     chosen = [Path(d) for d in dirs] if dirs is not None else profile_dirs()
-    explicit = dirs is not None
     by_name: dict[str, HardwareProfile] = {}
     for d in chosen:
         if not d.is_dir():
-            if explicit or d != shipped_profiles_dir():
+            if d not in (shipped_profiles_dir(), user_profiles_dir()):  # the default folders may be absent
                 raise BadInputError(f"profiles folder {d} does not exist; create it or point --profiles elsewhere")
             continue
         for f in sorted(d.glob("*.toml")):

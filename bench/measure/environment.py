@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.config import machine
 from bench.measure.worker import cpu_name
 from bench.units import utc_now
 
@@ -127,4 +128,5 @@ def collect_environment(suite: str = "", argv: list[str] | None = None, *, detec
         "gpu_state": state,
         "git_commit": git_commit(),
         "argv": list(argv if argv is not None else sys.argv),
+        "machine": machine.fingerprint().to_dict(),  # CPU, ISA extensions, library versions and their hash
     }

@@ -95,11 +95,16 @@ def build_random(source: ModelSource, dtype_name: str, device: str, seed: int = 
 def random_checkpoint(source: ModelSource, seed: int = 0) -> Path:
     """A cached fp16 checkpoint with random weights for this architecture, built once (for quantized loads).
 
-    Built from the checkpoint's own config: the cache policies of one model share its weights.
+    Built from the checkpoint's own config: the cache policies of one model share its weights. The folder's
+    name also carries the machine fingerprint's digest (:mod:`bench.config.machine`): torch fills the weights
+    (with CPU kernels it picks by ISA) and transformers writes them, so another host's or
+    another library version's checkpoint is never reused.
     """
+    from bench.config import machine
+
     config = source.config_factory()
     digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    path = cache_dir() / "random-checkpoints" / f"{source.name}-{digest}-seed{seed}"
+    path = cache_dir() / "random-checkpoints" / f"{source.name}-{digest}-{machine.fingerprint().digest}-seed{seed}"
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return path
     # built on the host: never under a simulated card's cap, never on another process's GPU

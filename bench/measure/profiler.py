@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.config import machine
 from bench.config.hardware import HardwareProfile, Measured, find_profile, load_profiles
 from bench.errors import BadInputError
 from bench.units import GiB, MiB, slugify, utc_now
@@ -212,6 +213,7 @@ def measure_cpu(*, torch_module: Any = None, quick: bool = False, timer: Timer =
         torch=str(torch.__version__),
         cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
         host=socket.gethostname(),
+        machine=machine.fingerprint().digest,
         measured_utc=utc_now(),
         source=f"bench profile: {nbytes / MiB:.0f} MiB host tensor copy, {n}^3 float32 matmul, "
         f"{torch.get_num_threads()} threads",
@@ -271,12 +273,15 @@ def profile_device(
 
 
 def default_profile_path(profile: HardwareProfile) -> str:
-    """Where ``bench profile`` writes by default: the card's file in profiles/gpus, or profiles/hosts for a CPU."""
-    from bench.config.hardware import shipped_profiles_dir
+    """Where ``bench profile`` writes by default: the card's file in the user's profiles/gpus, or profiles/hosts
+    for a CPU; a shipped profile (package data) is never written over: its measured copy goes to the user's
+    folder, where it takes precedence."""
+    from bench.config.hardware import shipped_profiles_dir, user_profiles_dir
 
-    if profile.path is not None:
+    shipped = profile.path is not None and profile.path.resolve().parent == shipped_profiles_dir().resolve()
+    if profile.path is not None and not shipped:
         return str(profile.path)
-    folder = shipped_profiles_dir() if profile.kind == "cuda" else shipped_profiles_dir().parent / "hosts"
+    folder = user_profiles_dir() if profile.kind == "cuda" else user_profiles_dir().parent / "hosts"
     return str(folder / f"{slugify(profile.name)}.toml")
 
 

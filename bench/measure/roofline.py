@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config.hardware import PROFILES_ENV, HardwareProfile, find_profile, load_profiles, shipped_profiles_dir
+from bench.config import machine
+from bench.config.hardware import PROFILES_ENV, HardwareProfile, find_profile, load_profiles, user_profiles_dir
 from bench.measure.memory import cache_layers
 from bench.results.record import Roofline
 from bench.units import MiB, slugify, utc_now
@@ -91,7 +92,7 @@ def measure_host_bandwidth(nbytes: int = HOST_PROBE_BYTES, rounds: int = HOST_PR
 
 def host_profile_dirs() -> list[Path]:
     """Folders of host (CPU) profiles: ``profiles/hosts`` next to the GPU profiles, then ``BENCH_PROFILES_DIR``."""
-    dirs = [shipped_profiles_dir().parent / "hosts"]
+    dirs = [user_profiles_dir().parent / "hosts"]
     env = os.environ.get(PROFILES_ENV)
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
@@ -104,6 +105,11 @@ def host_profile_name(cpu: str, host: str | None = None) -> str:
 
 
 _HOST_MEASURED: dict[str, tuple[float, str]] = {}
+
+
+def here() -> str:
+    """This machine's fingerprint digest (:mod:`bench.config.machine`)."""
+    return machine.fingerprint().digest
 
 
 def device_bandwidth(
@@ -132,7 +138,8 @@ def device_bandwidth(
         return Bandwidth(float(prof.memory_bandwidth_bytes_per_s), DATASHEET, f"{prof.name}: {why}")
     pool = list(host_profiles) if host_profiles is not None else load_profiles(host_profile_dirs())
     prof = find_profile(host_profile_name(device_name), [p for p in pool if p.kind == "cpu"])
-    if prof is not None and prof.bandwidth_bytes_per_s > 0:
+    other = prof is not None and prof.measured is not None and prof.measured.machine not in (None, here())
+    if prof is not None and prof.bandwidth_bytes_per_s > 0 and not other:
         why = prof.measured.source if prof.measured and prof.measured.source else "bench profile"
         return Bandwidth(prof.bandwidth_bytes_per_s, MEASURED_PROFILE, f"{prof.name}: {why}")
     if probe is not None:
@@ -140,38 +147,48 @@ def device_bandwidth(
     else:
         value, when = cached_host_bandwidth(device_name)
     probe_mib = HOST_PROBE_BYTES // MiB
-    note = (
-        f"no host profile for this host ('bench profile' writes one): best of {HOST_PROBE_ROUNDS} {probe_mib} MiB "
-        f"tensor copies, measured {when}"
+    why = (
+        f"the host profile {prof.name!r} was measured on another machine (fingerprint {prof.measured.machine}, "
+        f"this one {here()})"
+        if other and prof is not None and prof.measured is not None
+        else "no host profile for this host ('bench profile' writes one)"
     )
+    note = f"{why}: best of {HOST_PROBE_ROUNDS} {probe_mib} MiB tensor copies, measured {when}"
     return Bandwidth(value, MEASURED_HOST, note)
 
 
 def host_bandwidth_file(cpu: str) -> Path:
     """Where the measured host bandwidth of this host is kept, so that every worker (and run) on it uses one
-    figure: a copy rate measured under a momentary load would otherwise differ between a run's workers."""
+    figure: a copy rate measured under a momentary load would otherwise differ between a run's workers.
+
+    The name carries the machine fingerprint's digest (:mod:`bench.config.machine`): two hosts of one name
+    (the same CPU model string and host name) with another ISA or library stack never share the figure."""
     from bench.measure.loader import cache_dir
 
-    return cache_dir() / "host-bandwidth" / f"{slugify(host_profile_name(cpu))}.json"
+    return cache_dir() / "host-bandwidth" / f"{slugify(host_profile_name(cpu))}-{machine.fingerprint().digest}.json"
 
 
 def cached_host_bandwidth(cpu: str, measure: Callable[[], float] = measure_host_bandwidth) -> tuple[float, str]:
-    """``(bytes per second, when it was measured)`` for this host: this process's figure, else the kept one,
-    else measured now (``measure``) and kept."""
+    """``(bytes per second, when it was measured)`` for this host: this process's figure, else the kept one
+    (written under this machine's fingerprint), else measured now (``measure``) and kept."""
     if cpu in _HOST_MEASURED:
         return _HOST_MEASURED[cpu]
     path = host_bandwidth_file(cpu)
+    digest = machine.fingerprint().digest
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("machine") != digest:
+            raise KeyError("machine")  # another machine's figure: measure this one's
         found = (float(data["memory_bandwidth_bytes_per_s"]), f"{data['measured_utc']} (kept in {path})")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         value = float(measure())
         stamp = utc_now()
         found = (value, f"{stamp} (kept in {path})")
+        kept = {"memory_bandwidth_bytes_per_s": value, "measured_utc": stamp, "machine": digest}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"memory_bandwidth_bytes_per_s": value, "measured_utc": stamp}), encoding="utf-8")
+            tmp.write_text(json.dumps(kept), encoding="utf-8")
             tmp.replace(path)
         except OSError:
             found = (value, f"{stamp} (not kept: {path.parent} is not writable)")

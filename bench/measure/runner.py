@@ -31,6 +31,10 @@ PRELOAD = ["torch", "transformers", "bench.measure.worker"]
 # bitsandbytes takes seconds to import; preloading it is safe only where no CUDA device is used (its
 # import may initialise CUDA, which a forked worker cannot inherit), so GPU workers import it lazily.
 PRELOAD_CPU_QUANTIZED = ["bitsandbytes"]
+# What every worker imports on its first model load (transformers' modeling and generation code, with scipy
+# under it): about 2.4 s per worker on a loaded 2-core host (python -X importtime), once per model x
+# precision group. Preloaded for CPU-only runs, like bitsandbytes (GPU workers keep importing it lazily).
+PRELOAD_CPU = ["transformers.modeling_layers", "transformers.masking_utils", "transformers.generation.utils"]
 LOAD_ALLOWANCE_S = 900.0  # a group's first case may also build and cache a full-size random checkpoint
 RUNNER_WATCH_PERIOD_S = 0.5  # how often a worker checks that its runner is still alive
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -150,14 +154,15 @@ def _worker_main(
 _CONTEXT: Any = None
 
 
-def _mp_context(preload_quantization: bool = False) -> Any:
+def _mp_context(preload_quantization: bool = False, cpu_only: bool = False) -> Any:
     """The worker start context: a forkserver with torch and transformers imported (created once per process)."""
     global _CONTEXT
     if _CONTEXT is None:
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         _CONTEXT = mp.get_context(method)
         if method == "forkserver":
-            _CONTEXT.set_forkserver_preload(PRELOAD + (PRELOAD_CPU_QUANTIZED if preload_quantization else []))
+            extra = (PRELOAD_CPU_QUANTIZED if preload_quantization else []) + (PRELOAD_CPU if cpu_only else [])
+            _CONTEXT.set_forkserver_preload(PRELOAD + extra)
     return _CONTEXT
 
 
@@ -349,7 +354,8 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
         _mp_context(
             preload_quantization=bitsandbytes_available()
             and all(c.device == "cpu" for c in todo)
-            and any(get_precision(c.precision).quantized for c in todo)
+            and any(get_precision(c.precision).quantized for c in todo),
+            cpu_only=all(c.device == "cpu" for c in todo),
         )
     records: list[Record] = []
     if options.in_process:

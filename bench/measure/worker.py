@@ -10,6 +10,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.config import machine
 from bench.config.models import DECODER, resolve_source
 from bench.config.precision import get_precision
 from bench.config.spec import CaseSpec, TimingPolicy
@@ -301,6 +302,7 @@ class CaseRunner:
         t0 = time.perf_counter()
         device = spec.device
         base = {"spec": spec, "policy": policy, "run_id": run_id, "started_utc": started, "host": socket.gethostname()}
+        base["machine"] = machine.fingerprint().digest  # which CPU, ISA and library versions measured it
         try:
             device = resolve_device(spec.device)
             record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)

@@ -6,8 +6,10 @@ torch and transformers and instantiates the model on the meta device: seconds, m
 The summary is written as JSON under ``$BENCH_CACHE_DIR/architectures/`` and read back with the standard
 library, keyed by a hash of everything the build depends on: the config (a registered model's shipped
 config.json with its overrides, or a checkpoint's config as a dict), the config class, the family, the
-installed transformers version (whose modules decide the tensors and which layers bitsandbytes replaces)
-and the fields of the summary itself (a summary written before a field was added is never read).
+installed transformers version (whose modules decide the tensors and which layers bitsandbytes replaces),
+the machine fingerprint (:mod:`bench.config.machine`: CPU, ISA extensions, torch, transformers and bitsandbytes
+versions, so two hosts of one name but another ISA or stack never share a summary) and the fields of the
+summary itself (a summary written before a field was added is never read).
 
 The cache is only a cache: a missing, unreadable or stale file means a fresh build, and a cache directory
 that cannot be written means no file; a prediction never fails because of it.
@@ -26,6 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.config import machine
 from bench.config.locations import cache_dir
 from bench.predict.architecture import Architecture, LinearLayer, OtherTensor
 from bench.units import slugify
@@ -48,7 +51,8 @@ def _field_names(cls: type) -> list[str]:
 
 
 def summary_key(name: str, family: str, config_class: str, config: Mapping[str, Any]) -> str:
-    """The hex digest a summary is stored under: config, config class, family, transformers version, format."""
+    """The hex digest a summary is stored under: config, config class, family, transformers version, machine
+    fingerprint, format."""
     payload = {
         "format": FORMAT,
         "fields": [_field_names(c) for c in (Architecture, LinearLayer, OtherTensor)],
@@ -57,6 +61,7 @@ def summary_key(name: str, family: str, config_class: str, config: Mapping[str, 
         "config_class": config_class,
         "config": config,
         "transformers": transformers_version(),
+        "machine": machine.fingerprint().digest,
     }
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -121,12 +121,31 @@ def render_markdown(blocks: Sequence[Block]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-CSS = """
+# Fonts. Chromium on a minimal Debian (fonts-dejavu-core and fonts-noto-color-emoji only) resolves none of
+# "Segoe UI", "Noto Sans", Helvetica, Arial or even the generic sans-serif, so an emoji font named later in the
+# stack drew every digit and space (Noto Color Emoji has glyphs for 0-9): numbers came out twice as wide. The
+# text stack therefore names fonts that such systems do have (system-ui, DejaVu Sans, Liberation Sans) before
+# the generic one, and the emoji fonts are reached only through "Report Emoji", a face limited by
+# unicode-range to emoji code points: a digit can never come from it. Checked in tests/report/
+# test_report_browser.py against Debian 12's chromium with exactly those two font packages.
+EMOJI_RANGES = (
+    "U+200D, U+2190-21FF, U+2300-23FF, U+2460-24FF, U+25A0-27BF, U+2900-297F, U+2B00-2BFF, U+FE0F, U+1F000-1FAFF"
+)
+EMOJI_FACE = (
+    '@font-face { font-family: "Report Emoji"; '
+    'src: local("Noto Color Emoji"), local("Apple Color Emoji"), local("Segoe UI Emoji"), local("Twemoji Mozilla"); '
+    f"unicode-range: {EMOJI_RANGES}; }}"
+)
+TEXT_FONTS = (
+    'system-ui, -apple-system, "Segoe UI", "Noto Sans", "DejaVu Sans", "Liberation Sans", Helvetica, Arial, sans-serif'
+)
+FONT_STACK = f'{TEXT_FONTS}, "Report Emoji"'
+
+CSS = EMOJI_FACE + """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --head:#f6f8fa; --ok:#dafbe1; --bad:#ffebe9; --warn:#fff8c5;
         --note:#ddf4ff; }
 * { box-sizing: border-box; }
-body { font-family: -apple-system, "Segoe UI", "Noto Sans", Helvetica, Arial, sans-serif, "Apple Color Emoji",
-       "Segoe UI Emoji", "Noto Color Emoji"; color: var(--fg);
+body { font-family: FONT_STACK; font-variant-numeric: tabular-nums; color: var(--fg);
        max-width: 1180px; margin: 24px auto; padding: 0 20px; line-height: 1.45; font-size: 15px; }
 h1 { font-size: 1.8em; border-bottom: 1px solid var(--line); padding-bottom: .3em; }
 h2 { font-size: 1.4em; border-bottom: 1px solid var(--line); padding-bottom: .25em; margin-top: 1.6em; }
@@ -156,7 +175,7 @@ figcaption { color: var(--muted); font-size: 13px; }
 details { margin: .4em 0 1em; }
 summary { cursor: pointer; color: #0969da; }
 ul { margin: .3em 0 1em; }
-"""
+""".replace("FONT_STACK", FONT_STACK)
 
 
 def _html_table(table: Table) -> str:

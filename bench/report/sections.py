@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from bench.config.machine import fingerprint_brief
 from bench.report.document import Block, Details, Heading, Para, Table
 from bench.report.run_data import DeviceGroup, RunData
 from bench.units import fmt_gib
@@ -31,6 +32,7 @@ ENV_KEYS = (
     "suite",
     "host",
     "cpu",
+    "machine",
     "ram_bytes",
     "python",
     "torch",
@@ -55,6 +57,7 @@ ENV_LABELS = {
     "cuda_driver": "CUDA (driver supports)",
     "os": "OS",
     "cpu_count": "CPU cores",
+    "machine": "Machine fingerprint (CPU ISA)",
 }
 
 
@@ -75,6 +78,8 @@ def _env_value(key: str, value: Any) -> str:
             else:
                 parts.append(str(gpu))
         return "; ".join(parts)
+    if key == "machine" and isinstance(value, dict):  # the digest and the ISA extensions, not every part
+        return fingerprint_brief(value) or "—"
     if key == "argv" and isinstance(value, list):
         return " ".join(str(a) for a in value)
     if isinstance(value, dict):

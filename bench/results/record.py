@@ -46,8 +46,9 @@ _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_
 
 
 def _upgrade_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 adds the loading phase and the user view (``load``, ``user_view``): a version-2 record
-    measured neither, so both keep their defaults ("not recorded")."""
+    """Version 3 adds the loading phase and the user view (``load``, ``user_view``) and the machine
+    fingerprint's digest (``machine``): a version-2 record recorded none of them, so they keep their
+    defaults ("not recorded")."""
     return dict(data)
 
 
@@ -202,6 +203,8 @@ class Record:
     # schema 3: the worker group's load, and the user view (load + one generation, no clean-up)
     load: LoadPhase = field(default_factory=LoadPhase)
     user_view: UserView = field(default_factory=UserView)
+    # the digest of the machine fingerprint (bench.config.machine) of the process that measured it; "" = not recorded
+    machine: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -268,6 +271,7 @@ class Record:
             "roofline": self.roofline.to_dict(),
             "load": self.load.to_dict(),
             "user_view": self.user_view.to_dict(),
+            "machine": self.machine,
             "metrics": self.metrics,
         }
 
@@ -298,6 +302,7 @@ class Record:
             roofline=Roofline.from_dict(data.get("roofline") or {}),
             load=LoadPhase.from_dict(data.get("load")),
             user_view=UserView.from_dict(data.get("user_view")),
+            machine=str(data.get("machine") or ""),
         )
 
     def replace(self, **changes: Any) -> Record:

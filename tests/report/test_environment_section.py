@@ -29,3 +29,12 @@ def test_an_envelope_from_before_the_driver_cuda_was_recorded_shows_a_dash():
 def test_runs_side_by_side_each_show_their_own():
     rows = _rows([{"run_id": "a", "cuda": "12.4", "cuda_driver": "12.4"}, {"run_id": "b", "cuda": None}])
     assert rows["CUDA (driver supports)"] == ("12.4", "—")
+
+
+def test_the_machine_row_shows_the_digest_and_the_cpu_extensions():
+    machine = {"digest": "0123456789ab", "isa": ["avx2", "avx512f", "avx512_bf16"], "arch": "x86_64", "logical_cpus": 2}
+    rows = _rows([{"run_id": "a", "cpu": "AMD EPYC", "machine": machine}])
+    assert rows["Machine fingerprint (CPU ISA)"] == ("0123456789ab: avx2 avx512f avx512_bf16 (x86_64, 2 logical CPUs)",)
+    labels = list(rows)
+    assert labels.index("Machine fingerprint (CPU ISA)") == labels.index("CPU") + 1
+    assert _rows([{"run_id": "a", "cpu": "AMD EPYC"}]).get("Machine fingerprint (CPU ISA)") is None  # older runs

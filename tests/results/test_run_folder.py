@@ -190,7 +190,7 @@ def test_a_stored_schema_1_record_is_upgraded_explicitly():
     data = _stored_record()
     assert data["schema"] == 1 and SCHEMA_VERSION == 3
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 3 and data["schema"] == 1  # the input is not changed
+    assert upgraded["schema"] == SCHEMA_VERSION and data["schema"] == 1  # the input is not changed
     # a schema-1 Phi-3 record was built without the checkpoint's sliding window: said, not hidden
     assert upgraded["flags"] == [*data["flags"], "built_without_window"]
     assert {k: v for k, v in upgraded.items() if k not in ("schema", "flags")} == {
@@ -230,11 +230,18 @@ def test_the_loading_phase_and_user_view_survive_a_round_trip():
     assert again.load.recorded and again.user_view.recorded
 
 
+def test_a_schema_2_record_loads_without_a_machine_fingerprint():
+    data = {**_stored_record(), "schema": 2}
+    record = Record.from_dict(data)
+    assert record.schema == 3 and record.machine == ""  # not recorded by a schema-2 harness
+    assert Record.from_dict({**data, "schema": 3, "machine": "de78a7c4159a"}).machine == "de78a7c4159a"
+
+
 def test_a_record_without_a_schema_is_version_1():
     data = _stored_record()
     del data["schema"]
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 3 and "schema" not in data  # the input is not changed
+    assert upgraded["schema"] == SCHEMA_VERSION and "schema" not in data  # the input is not changed
     assert Record.from_dict(data) == Record.from_dict(_stored_record())
 
 
