@@ -46,5 +46,6 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
         row.update(r.memory.to_dict())
         row.update(r.roofline.to_dict(), compile_s=r.compile_s)
         row.update({f"telemetry_{k}": v for k, v in r.telemetry.items() if not isinstance(v, (dict, list))})
+        row.update({f"quality_{k}": v for k, v in r.quality.items() if not isinstance(v, (dict, list))})
         rows.append(row)
     return pd.DataFrame(rows)

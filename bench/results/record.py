@@ -13,7 +13,7 @@ from bench.results import metrics
 
 # The version of the record's JSON form, stored under "schema". Records written before the field
 # existed are version 1. A change to the form bumps it and adds a step to _UPGRADES.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIRST_SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 # Registered Phi-3 models that version-1 harnesses built from transformers' Phi3Config() defaults,
@@ -39,9 +39,15 @@ def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _upgrade_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds the ``quality`` block (KL, top-1, perplexity against the reference precision); a version-2
+    record measured none: it keeps the default (empty, "not recorded")."""
+    return dict(data)
+
+
 # _UPGRADES[n] turns the dict of a version-n record into a version-(n + 1) one; one entry per
 # version from FIRST_SCHEMA_VERSION up to SCHEMA_VERSION - 1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 def upgrade_record_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +195,10 @@ class Record:
     compile_s: float | None = None
     engine_info: dict[str, Any] = field(default_factory=dict)
     roofline: Roofline = field(default_factory=Roofline)
+    # the precision's quality against the model's reference precision (bench.measure.quality_stage; formulas in
+    # bench.results.quality): kl_mean_nats, kl_p99_nats, top1_agreement, perplexity, reference_precision,
+    # eval_text_chars, tokens_scored, ...; empty where not measured (no --quality)
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -253,6 +263,7 @@ class Record:
             "compile_s": self.compile_s,
             "engine_info": self.engine_info,
             "roofline": self.roofline.to_dict(),
+            "quality": self.quality,
             "metrics": self.metrics,
         }
 
@@ -281,6 +292,7 @@ class Record:
             compile_s=data.get("compile_s"),
             engine_info=dict(data.get("engine_info") or {}),
             roofline=Roofline.from_dict(data.get("roofline") or {}),
+            quality=dict(data.get("quality") or {}),
         )
 
     def replace(self, **changes: Any) -> Record:
