@@ -48,9 +48,7 @@ def load_eval_text(name: str = DEFAULT_EVAL_TEXT) -> EvalText:
     try:
         raw = ref.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BadInputError(
-            f"no evaluation text {name!r}; shipped texts: {', '.join(eval_text_names())}"
-        ) from None
+        raise BadInputError(f"no evaluation text {name!r}; shipped texts: {', '.join(eval_text_names())}") from None
     lines = raw.split("\n")
     try:
         cut = next(i for i, line in enumerate(lines) if line.startswith(_SEPARATOR_PREFIX) and not line.strip("-"))

@@ -152,7 +152,9 @@ def score_against_reference(model: Any, tokens: EvalTokens, store: ReferenceStor
     for index, (values, targets) in enumerate(window_outputs(model, tokens, device)):
         ref = store.chunk(index)
         if ref.shape != values.shape:
-            raise RuntimeError(f"window {index}: logits {tuple(values.shape)} but the reference stored {tuple(ref.shape)}")
+            raise RuntimeError(
+                f"window {index}: logits {tuple(values.shape)} but the reference stored {tuple(ref.shape)}"
+            )
         for lo in range(0, values.shape[0], COMPARE_ROWS):
             hi = lo + COMPARE_ROWS
             tally.add(ref[lo:hi].double().numpy(), values[lo:hi].double().numpy(), targets[lo:hi].numpy())

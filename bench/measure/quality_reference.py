@@ -100,7 +100,9 @@ class ReferenceWriter:
         """Store the next window's outputs (a CPU tensor, kept in its dtype)."""
         from safetensors.torch import save_file
 
-        save_file({"values": values.detach().to("cpu").contiguous()}, str(self.tmp / f"chunk-{self.count:05d}.safetensors"))
+        save_file(
+            {"values": values.detach().to("cpu").contiguous()}, str(self.tmp / f"chunk-{self.count:05d}.safetensors")
+        )
         self.count += 1
 
     def finish(self, meta: dict[str, Any]) -> None:

@@ -99,7 +99,9 @@ def reference_precision(config: Any) -> tuple[str, str]:
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     name = str(dtype).replace("torch.", "") if dtype else "float32"
     if name not in DTYPE_PRECISIONS:
-        raise BadInputError(f"checkpoint dtype {name!r} has no reference precision; expected one of {list(DTYPE_PRECISIONS)}")
+        raise BadInputError(
+            f"checkpoint dtype {name!r} has no reference precision; expected one of {list(DTYPE_PRECISIONS)}"
+        )
     return DTYPE_PRECISIONS[name], name
 
 
@@ -150,7 +152,9 @@ def measure_job(job: QualityJob) -> Scored:
     if not cached:
         t0 = time.perf_counter()
         ref = load_model(source, get_precision(ref_name), device, job.seed, job.attn_implementation)
-        write_reference(ref.model, tokens, store, device, {**key_parts, "model": job.model, "reference_precision": ref_name})
+        write_reference(
+            ref.model, tokens, store, device, {**key_parts, "model": job.model, "reference_precision": ref_name}
+        )
         reference_wall_s = time.perf_counter() - t0
         if job.precision == ref_name:
             loaded = ref

@@ -89,7 +89,7 @@ class QualityTally:
         self.reference_nll_nats.append(negative_log_likelihood(reference_logits, targets))
 
     def per_position(self) -> dict[str, np.ndarray]:
-        """Every scored position's values, in text order: ``kl_nats``, ``top1``, ``nll_nats``, ``reference_nll_nats``."""
+        """Every scored position's values in text order: ``kl_nats``, ``top1``, ``nll_nats``, ``reference_nll_nats``."""
 
         def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
@@ -127,3 +127,17 @@ def embedding_summary(reference: Any, other: Any) -> dict[str, Any]:
         "embedding_cosine_min": float(np.min(cos)),
         "sequences_scored": int(cos.size),
     }
+
+
+def measured_kl_by_precision(records: Any) -> dict[tuple[str, str], float]:
+    """Mean KL (nats) per (model, precision) from records with a measured quality block; where several records
+    (devices, runs) disagree, the largest: a quality limit is judged on the worst measurement."""
+    out: dict[tuple[str, str], float] = {}
+    for r in records:
+        q = getattr(r, "quality", None) or {}
+        value = q.get("kl_mean_nats")
+        if q.get("status") != "ok" or value is None or q.get("random_weights"):
+            continue
+        key = (r.spec.model, r.spec.precision)
+        out[key] = max(out.get(key, value), value)
+    return out

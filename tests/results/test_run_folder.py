@@ -188,9 +188,9 @@ def _stored_record() -> dict:
 
 def test_a_stored_schema_1_record_is_upgraded_explicitly():
     data = _stored_record()
-    assert data["schema"] == 1 and SCHEMA_VERSION == 2
+    assert data["schema"] == 1 and SCHEMA_VERSION == 3
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 2 and data["schema"] == 1  # the input is not changed
+    assert upgraded["schema"] == 3 and data["schema"] == 1  # the input is not changed
     # a schema-1 Phi-3 record was built without the checkpoint's sliding window: said, not hidden
     assert upgraded["flags"] == [*data["flags"], "built_without_window"]
     assert {k: v for k, v in upgraded.items() if k not in ("schema", "flags")} == {
@@ -201,8 +201,9 @@ def test_a_stored_schema_1_record_is_upgraded_explicitly():
     assert record.memory.nvml_process_peak_bytes == 8_365_676_544 and record.device_name == "NVIDIA H200"
     assert record.spec.key == data["key"]  # the case keeps its identity: old baselines still match
     assert record.memory.cache_policy is None  # not recorded by a schema-1 harness
+    assert record.quality == {}  # no quality pass before schema 3
     again = record.to_dict()
-    for k, v in data.items():  # every stored value comes back; version 2 only adds fields
+    for k, v in data.items():  # every stored value comes back; versions 2 and 3 only add fields
         if k in ("metrics", "schema", "flags"):
             continue
         if isinstance(v, dict):
@@ -216,11 +217,18 @@ def test_a_schema_2_record_gets_no_old_flag():
     assert upgrade_record_dict(data)["flags"] == data["flags"]
 
 
+def test_a_schema_2_record_loads_without_quality():
+    data = {**_stored_record(), "schema": 2}
+    upgraded = upgrade_record_dict(data)
+    assert upgraded["schema"] == 3 and "quality" not in upgraded  # the default, "not recorded", applies
+    assert Record.from_dict(data).quality == {}
+
+
 def test_a_record_without_a_schema_is_version_1():
     data = _stored_record()
     del data["schema"]
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 2 and "schema" not in data  # the input is not changed
+    assert upgraded["schema"] == 3 and "schema" not in data  # the input is not changed
     assert Record.from_dict(data) == Record.from_dict(_stored_record())
 
 
