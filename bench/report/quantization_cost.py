@@ -85,13 +85,28 @@ def _nats(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}" if value < 10 else f"{value:.1f}"
 
 
-def _row(row: CostRow, memory_field: str) -> tuple[str, ...]:
+def _encoder(rows: Sequence[CostRow]) -> bool:
+    return any("embedding_cosine_mean" in r.quality for r in rows)
+
+
+def _row(row: CostRow, memory_field: str, encoder: bool) -> tuple[str, ...]:
     q, mem = row.quality, row.record.memory
-    top1 = q.get("top1_agreement")
-    return (
+    head = (
         row.precision + (" (reference)" if row.precision == q.get("reference_precision") else ""),
         _mib(mem.weights_bytes),
         _mib(getattr(mem, memory_field)),
+    )
+    if encoder:
+        cos_mean, cos_min = q.get("embedding_cosine_mean"), q.get("embedding_cosine_min")
+        return (
+            *head,
+            fmt_num(row.record.metrics.get("sequences_per_s")),
+            "—" if cos_mean is None else f"{cos_mean:.5f}",
+            "—" if cos_min is None else f"{cos_min:.5f}",
+        )
+    top1 = q.get("top1_agreement")
+    return (
+        *head,
         fmt_num(row.record.metrics.get("decode_tokens_per_s")),
         _nats(q.get("kl_mean_nats")),
         _nats(q.get("kl_p99_nats")),
@@ -100,17 +115,33 @@ def _row(row: CostRow, memory_field: str) -> tuple[str, ...]:
     )
 
 
-def _caption(rows: Sequence[CostRow], gpu: bool) -> str:
+def _headers(mem_header: str, encoder: bool) -> tuple[str, ...]:
+    head = ("Precision", "Weights (MiB)", mem_header)
+    if encoder:
+        return (*head, "Sequences/s", "Cosine mean", "Cosine min")
+    return (*head, "Decode (tokens/s)", "KL mean (nats)", "KL p99 (nats)", "Top-1 (%)", "Perplexity")
+
+
+def _caption(rows: Sequence[CostRow], gpu: bool, engine: str) -> str:
     q = rows[0].quality
     shapes = sorted({r.shape for r in rows})
-    shape = "; ".join(f"batch {b}, {c} prompt tokens, {n} new" for b, c, n in shapes)
+    encoder = _encoder(rows)
+    if encoder:
+        shape = "; ".join(f"batch {b}, {c} tokens" for b, c, _ in shapes)
+        what = "cosine similarity of each window's pooled embedding (mean of the last hidden state) to the reference's"
+        speed = "sequences/s"
+    else:
+        shape = "; ".join(f"batch {b}, {c} prompt tokens, {n} new" for b, c, n in shapes)
+        what = "KL(reference ‖ precision) in nats"
+        speed = "decode speed (median tokens/s)"
     memory = "peak VRAM, NVML process peak" if gpu else "peak host RSS (not GPU memory)"
     random = " RANDOM WEIGHTS: the quality columns mean nothing about a real model." if q.get("random_weights") else ""
+    forward = "" if engine == "eager" else " Quality is the transformers forward pass's, the same for every engine."
     return (
         f"Quality against {q.get('reference_precision')} (the checkpoint's dtype, same device), teacher-forced over "
         f"{q.get('eval_text')} ({q.get('eval_text_chars'):,} characters, {q.get('tokens_scored'):,} tokens scored in "
-        f"windows of {q.get('window_tokens')}); KL(reference ‖ precision) in nats; memory in MiB ({memory}) and "
-        f"decode speed (median tokens/s) at {shape}.{random}"
+        f"windows of {q.get('window_tokens')}); {what}; memory in MiB ({memory}) and {speed} at {shape}."
+        f"{forward}{random}"
     )
 
 
@@ -156,28 +187,14 @@ def quantization_cost_blocks(
     for (model, weights, engine), rows in tables.items():
         name = f"{model} [{weights}]" + ("" if engine == "eager" else f" · {engine}")
         blocks.append(Heading(name, 3))
-        blocks.append(
-            Table(
-                (
-                    "Precision",
-                    "Weights (MiB)",
-                    mem_header,
-                    "Decode (tokens/s)",
-                    "KL mean (nats)",
-                    "KL p99 (nats)",
-                    "Top-1 (%)",
-                    "Perplexity",
-                ),
-                tuple(_row(r, memory_field) for r in rows),
-                "lrrrrrrr",
-                caption=_caption(rows, group.gpu),
-            )
-        )
+        encoder = _encoder(rows)
+        headers = _headers(mem_header, encoder)
+        body = tuple(_row(r, memory_field, encoder) for r in rows)
+        blocks.append(Table(headers, body, "l" + "r" * (len(headers) - 1), caption=_caption(rows, group.gpu, engine)))
         ref_ppl = rows[0].quality.get("reference_perplexity")
-        blocks.append(
-            Para(f"Reference perplexity {fmt_num(ref_ppl, 3)}; {rows[0].quality.get('eval_text_source', '')}", "note")
-        )
-        if make_plots:
+        ppl = "" if ref_ppl is None else f"Reference perplexity {fmt_num(ref_ppl, 3)}. "
+        blocks.append(Para(f"{ppl}{rows[0].quality.get('eval_text_source', '')}", "note"))
+        if make_plots and not encoder:
             fig = cost_plot(rows, f"{model} · {group.label}")
             if fig is not None:
                 file = f"{prefix}quality-cost-{slugify(model)}-{engine}.png"

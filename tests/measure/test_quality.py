@@ -117,3 +117,18 @@ def test_random_weights_are_refused_unless_asked_and_then_labelled(trained_tiny_
     q = measure_job(asked).summary
     assert q["random_weights"] is True and "mean nothing" in q["label"]
     assert json.dumps(q)  # the block is JSON as it goes into a record
+
+
+def test_encoder_embeddings_compared_by_cosine(trained_tiny_checkpoint):
+    # random weights, asked for explicitly and labelled: this checks the encoder path, not BERT's quality
+    job = QualityJob(
+        "bert-tiny", "random", "fp32", "cpu", window_tokens=64, max_tokens=200, allow_random_weights=True,
+        tokenizer_path=str(trained_tiny_checkpoint),
+    )
+    same = measure_job(job).summary
+    assert same["reference_precision"] == "fp32"  # bert-base's config.json states float32
+    assert same["embedding_cosine_min"] == pytest.approx(1.0, abs=1e-12)
+    assert same["sequences_scored"] == 4 and same["tokens_scored"] == 200  # BOS + up to 63 text tokens a window
+    int8 = measure_job(dataclasses.replace(job, precision="int8")).summary
+    assert int8["quantized_linear_layers"] > 0 and int8["embedding_cosine_mean"] < 1.0
+    assert int8["random_weights"] is True and "label" in int8

@@ -67,3 +67,19 @@ def test_random_weights_are_said_in_the_caption(tmp_path):
 def test_no_section_without_quality(tmp_path):
     run = write_run(tmp_path / "run", [cpu_generate("fp16", 64)], envelope(suite="adhoc"))
     assert "What quantization costs" not in build_report(run, make_plots=False).markdown.read_text(encoding="utf-8")
+
+
+def test_an_encoder_table_shows_cosine_not_kl(tmp_path):
+    from report_records import cpu_encode
+
+    records = []
+    for precision, cos in (("fp32", 1.0), ("int8", 0.99871)):
+        r = cpu_encode(precision, 128, 1)
+        q = {**COMMON, "reference_precision": "fp32", "embedding_cosine_mean": cos, "embedding_cosine_min": cos - 0.001}
+        del q["reference_perplexity"]
+        records.append(dataclasses.replace(r, quality=q))
+    run = write_run(tmp_path / "run", records, envelope(suite="adhoc"))
+    md = build_report(run, make_plots=False).markdown.read_text(encoding="utf-8")
+    section = md.split("## What quantization costs on ", 1)[1].split("\n## ", 1)[0]
+    assert "| Cosine mean | Cosine min |" in section and "KL mean" not in section
+    assert "| 0.99871 | 0.99771 |" in section and "fp32 (reference)" in section
