@@ -36,7 +36,7 @@ def build_tokenizer(text: str):  # -> transformers.PreTrainedTokenizerFast
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def train_tiny_phi3(out: Path, seconds: float = 40.0, steps: int = 200, seed: int = 0) -> dict:
+def train_tiny_phi3(out: Path, seconds: float = 120.0, steps: int = 200, seed: int = 0) -> dict:
     """Train the tiny Phi-3 on the shipped evaluation text for at most ``steps`` steps or ``seconds``, and save
     it (float16) with its tokenizer under ``out``; returns what was done (steps, seconds, final loss in nats)."""
     import torch
