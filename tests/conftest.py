@@ -34,3 +34,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Phi-3 trained for seconds on the evaluation text, saved as a local checkpoint (fakes/trained_tiny)."""
+    from trained_tiny import train_tiny_phi3
+
+    path = tmp_path_factory.mktemp("trained-tiny-phi3")
+    train_tiny_phi3(path)
+    return path

@@ -69,6 +69,13 @@ def register(sub: Any) -> None:
     a.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
     a.add_argument("--new-tokens", type=int, default=64, help="generated tokens within the window (default 64)")
     a.add_argument("--min-tokens-per-s", type=float, help="the decode speed the card must reach")
+    a.add_argument(
+        "--max-kl",
+        type=float,
+        metavar="NATS",
+        help="the highest mean KL divergence (nats) from the reference precision a precision may have, as measured "
+        "by 'bench run --quality' in the --results run folders (a precision without a measurement is excluded)",
+    )
     a.add_argument("--gpu", action="append", help="only these cards (default: every profile)")
     a.add_argument("--profiles", action="append", default=[], help="an extra folder of profile files")
     a.add_argument(
@@ -281,6 +288,22 @@ def usable_notes(pool: list[Any]) -> list[str]:
     return lines
 
 
+def _check_max_kl(max_kl: float | None, records: list[Any], models: list[str]) -> None:
+    """Refuse a --max-kl that no record can answer: negative, without --results, or with no measured KL."""
+    if max_kl is None:
+        return
+    if max_kl < 0:
+        raise BadInputError(f"--max-kl must be at least 0 nats, got {max_kl:g}")
+    from bench.results.quality import measured_kl_by_precision
+
+    measured = measured_kl_by_precision(records)
+    if not any(model == m for model, _ in measured for m in models):
+        raise BadInputError(
+            f"--max-kl needs measured quality for {', '.join(models)}: pass --results RUN_DIR of a "
+            "'bench run --model NAME --model-path DIR --quality' run (none of the records given has it)"
+        )
+
+
 def advise_command(args: argparse.Namespace) -> int:
     """Print the fit table and the smallest card per requirement; with --plot/--markdown/--json, write those too."""
     from rich.console import Console
@@ -296,6 +319,7 @@ def advise_command(args: argparse.Namespace) -> int:
     precisions = args.precision or list(DEFAULT_ADVISE_PRECISIONS)
     contexts = args.context or list(DEFAULT_ADVISE_CONTEXTS)
     records = _records(args.results)
+    _check_max_kl(args.max_kl, records, models)
     fits = advise(
         pool,
         models,
@@ -311,7 +335,7 @@ def advise_command(args: argparse.Namespace) -> int:
     for line in usable_notes(pool):
         console.print(line, highlight=False)
     requirements = [
-        Requirement(m, c, tuple(precisions), args.min_tokens_per_s, args.batch, args.new_tokens)
+        Requirement(m, c, tuple(precisions), args.min_tokens_per_s, args.batch, args.new_tokens, args.max_kl)
         for m in models
         for c in contexts
     ]
@@ -324,7 +348,8 @@ def advise_command(args: argparse.Namespace) -> int:
             console.print(
                 f"Smallest card for {req.describe()}: [bold]{best.gpu}[/bold] "
                 f"({best.memory_bytes / GIB:.0f} GiB, {_size(best.usable_bytes)} usable) at {best.precision}: "
-                f"predicted peak {best.predicted_peak_bytes / GIB:.2f} GiB{speed}."
+                f"predicted peak {best.predicted_peak_bytes / GIB:.2f} GiB{speed}"
+                + (f", measured KL {best.kl_mean_nats:.4f} nats." if best.kl_mean_nats is not None else ".")
             )
             if req.min_tokens_per_s and best.speed_label == "ceiling":
                 console.print(

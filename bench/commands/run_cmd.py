@@ -74,6 +74,13 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, help="seconds before a hung case is killed (default: the suite's)")
     p.add_argument("--repetitions", type=int, help="minimum timed repetitions per case (default: the suite's)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help="also score each precision against the checkpoint's own dtype over the shipped evaluation text "
+        "(KL divergence, top-1 agreement, perplexity; encoders: embedding cosine); refused for random weights",
+    )
+    p.add_argument("--quality-tokens", type=int, help="score at most this many tokens of the text (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_command)
 
@@ -241,6 +248,9 @@ def run_command(args: argparse.Namespace) -> int:
     _check_device(device, detection)
     for name in sorted({c.precision for c in cases}):
         require_bitsandbytes(get_precision(name))
+    from bench.commands.quality_run import check_quality_args, run_quality
+
+    check_quality_args(args, cases)
     if args.shard:
         from bench.config.shards import parse_shard, select_shard
 
@@ -286,6 +296,9 @@ def run_command(args: argparse.Namespace) -> int:
         progress_factory=CaseProgress,
         run_id=env["run_id"],
     )
+    from bench.measure.runner import pending_cases
+
+    options = dataclasses.replace(options, annotate=run_quality(args, pending_cases(cases, options)))
     print(f"bench: {len(cases)} case(s) of suite '{suite.name}' on {device} -> {out}", file=sys.stderr)
     records = run_cases(cases, policy, options)
     from bench.report.terminal import print_summary

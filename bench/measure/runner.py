@@ -56,6 +56,8 @@ class RunOptions:
     run_id: str = ""
     in_process: bool = False  # run in this process (debugging; a crash takes the run down)
     on_record: Callable[[Record], None] | None = field(default=None, compare=False)
+    # applied to each record before it is written (the quality pass's block: bench.measure.quality_stage)
+    annotate: Callable[[Record], Record] | None = field(default=None, compare=False)
 
 
 def quiet_libraries() -> None:
@@ -367,6 +369,8 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
             for spec in todo:
                 progress.start_case(spec)
                 record, timeline = executor.run(spec, policy)
+                if options.annotate is not None:
+                    record = options.annotate(record)
                 folder.append(record)
                 if timeline:
                     folder.append_timeline(record.spec.key, timeline)

@@ -21,6 +21,7 @@ from bench.config.precision import get_precision
 from bench.errors import BadInputError
 from bench.predict.memory import predict_memory
 from bench.predict.speed import predict_decode
+from bench.results.quality import measured_kl_by_precision
 
 DEFAULT_HEADROOM = 0.05  # the predictor's accuracy target: a card within this of the peak is "tight"
 FITS, TIGHT, NO = "fits", "tight", "no"
@@ -36,6 +37,7 @@ class Requirement:
     min_tokens_per_s: float | None = None
     batch_size: int = 1
     new_tokens: int = 64
+    max_kl_nats: float | None = None  # the highest measured mean KL from the reference precision (bench run --quality)
 
     def describe(self) -> str:
         """A one-line statement of the requirement."""
@@ -46,6 +48,8 @@ class Requirement:
             parts.append(f"batch {self.batch_size}")
         if self.min_tokens_per_s:
             parts.append(f"at least {self.min_tokens_per_s:g} tokens/s")
+        if self.max_kl_nats is not None:
+            parts.append(f"measured KL at most {self.max_kl_nats:g} nats")
         return ", ".join(parts)
 
 
@@ -75,6 +79,13 @@ class Fit:
     usable_source: str = ""  # "measured: ...", "cited: ..." or "assumed: ..."
     engine: str = "eager"  # the engine the speed is for (bench.config.spec.ENGINES)
     speed_basis: str | None = None  # "calibrated on <device>" or "bandwidth ceiling"; None for encoders
+    # mean KL divergence (nats) of this precision from the model's reference precision, measured (bench run
+    # --quality, the worst of the records given); None where no record measured it
+    kl_mean_nats: float | None = None
+
+    def within_kl(self, max_kl_nats: float | None) -> bool:
+        """True without a limit, or when a measured KL is at most ``max_kl_nats`` (an unmeasured one never is)."""
+        return max_kl_nats is None or (self.kl_mean_nats is not None and self.kl_mean_nats <= max_kl_nats)
 
     @property
     def fits(self) -> bool:
@@ -167,6 +178,7 @@ def advise(
         get_precision(p)
     records = list(records)
     peaks = _measured_peaks(records)
+    kl = measured_kl_by_precision(records)
     fits: list[Fit] = []
     gpus = [p for p in profiles if p.kind == "cuda"]
     if not gpus:
@@ -208,6 +220,7 @@ def advise(
                             usable_source=gpu.usable_source,
                             engine=engine,
                             speed_basis=speed.basis_text if speed else None,
+                            kl_mean_nats=kl.get((model, precision)),
                         )
                     )
     return fits
@@ -234,6 +247,7 @@ def cheapest(fits: Sequence[Fit], requirement: Requirement) -> Fit | None:
         and f.batch_size == requirement.batch_size
         and (allowed is None or f.precision in allowed)
         and f.meets(requirement.min_tokens_per_s)
+        and f.within_kl(requirement.max_kl_nats)
     ]
     if not candidates:
         return None

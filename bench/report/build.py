@@ -27,6 +27,7 @@ from bench.report.claims_section import ClaimResults, claims_section, judge_grou
 from bench.report.device_section import device_section, failure_gaps
 from bench.report.document import Block, Bullets, Heading, Image, Para, render_html, render_markdown
 from bench.report.load_section import loading_section
+from bench.report.quantization_cost import quantization_cost_blocks
 from bench.report.run_data import DeviceGroup, RunData, group_by_device, load_run
 from bench.report.sections import environment_section, quality_section
 from bench.results.frame import records_to_frame
@@ -121,6 +122,7 @@ def build_report(
     prefix_needed = len(groups) > 1
     for g in groups:
         blocks += device_section(g, folder, f"{g.slug}--" if prefix_needed else "", make_plots)
+        blocks += quantization_cost_blocks(g, folder, f"{g.slug}--" if prefix_needed else "", make_plots)
     blocks += advice_blocks(data.records)
     blocks += environment_section(data, groups)
     blocks += quality_section(groups)

@@ -55,5 +55,6 @@ def records_to_frame(records: Iterable[Record]) -> pd.DataFrame:
             measured_nvidia_smi_bytes=metrics.measured_nvidia_smi_bytes(r),
         )
         row.update({f"telemetry_{k}": v for k, v in r.telemetry.items() if not isinstance(v, (dict, list))})
+        row.update({f"quality_{k}": v for k, v in r.quality.items() if not isinstance(v, (dict, list))})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -47,7 +47,8 @@ _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_
 
 def _upgrade_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
     """Version 3 adds the loading phase and the user view (``load``, ``user_view``) and the machine
-    fingerprint's digest (``machine``): a version-2 record recorded none of them, so they keep their
+    fingerprint's digest (``machine``) and the ``quality`` block (KL, top-1, perplexity against the
+    reference precision): a version-2 record recorded none of them, so they keep their
     defaults ("not recorded")."""
     return dict(data)
 
@@ -205,6 +206,10 @@ class Record:
     user_view: UserView = field(default_factory=UserView)
     # the digest of the machine fingerprint (bench.config.machine) of the process that measured it; "" = not recorded
     machine: str = ""
+    # the precision's quality against the model's reference precision (bench.measure.quality_stage; formulas in
+    # bench.results.quality): kl_mean_nats, kl_p99_nats, top1_agreement, perplexity, reference_precision,
+    # eval_text_chars, tokens_scored, ...; empty where not measured (no --quality)
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -272,6 +277,7 @@ class Record:
             "load": self.load.to_dict(),
             "user_view": self.user_view.to_dict(),
             "machine": self.machine,
+            "quality": self.quality,
             "metrics": self.metrics,
         }
 
@@ -303,6 +309,7 @@ class Record:
             load=LoadPhase.from_dict(data.get("load")),
             user_view=UserView.from_dict(data.get("user_view")),
             machine=str(data.get("machine") or ""),
+            quality=dict(data.get("quality") or {}),
         )
 
     def replace(self, **changes: Any) -> Record:

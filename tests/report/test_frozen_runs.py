@@ -74,8 +74,9 @@ def test_the_frozen_cpu_smoke_run_reports_its_own_figures_in_their_columns(tmp_p
     assert (bert["Latency (ms)"], bert["Sequences/s"], bert["Tokens/s"]) == ("15.7", "254.5", "8,145")
     # the claim table against a T4 labels a CPU run's figure as host RSS in MiB (449,880,064 B = 429 MiB) and
     # leaves the GPU peak empty: a CPU run is never shown as VRAM
-    t4 = _table_row(text, "Host peak RSS (MiB)", "phi-3-tiny", "fp32", "1", "32", "16")
-    assert t4["Host peak RSS (MiB)"] == "429" and t4["Peak (MiB)"] == "—"
+    rss = "Host peak RSS, loading or generation (MiB)"
+    t4 = _table_row(text, rss, "phi-3-tiny", "fp32", "1", "32", "16")
+    assert t4[rss] == "429" and t4["Fit: live peak + context (MiB)"] == "—"
     assert t4["Verdict"] == "⚠️ not measured on a GPU"
 
 

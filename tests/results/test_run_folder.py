@@ -203,8 +203,9 @@ def test_a_stored_schema_1_record_is_upgraded_explicitly():
     assert record.memory.cache_policy is None  # not recorded by a schema-1 harness
     assert not record.load.recorded and not record.user_view.recorded  # nor the loading phase (schema 3)
     assert record.load.load_peak_allocated_bytes is None and record.user_view.nvml_process_after_bytes is None
+    assert record.quality == {}  # no quality pass before schema 3
     again = record.to_dict()
-    for k, v in data.items():  # every stored value comes back; version 2 only adds fields
+    for k, v in data.items():  # every stored value comes back; versions 2 and 3 only add fields
         if k in ("metrics", "schema", "flags"):
             continue
         if isinstance(v, dict):
@@ -235,6 +236,13 @@ def test_a_schema_2_record_loads_without_a_machine_fingerprint():
     record = Record.from_dict(data)
     assert record.schema == 3 and record.machine == ""  # not recorded by a schema-2 harness
     assert Record.from_dict({**data, "schema": 3, "machine": "de78a7c4159a"}).machine == "de78a7c4159a"
+
+
+def test_a_schema_2_record_loads_without_quality():
+    data = {**_stored_record(), "schema": 2}
+    upgraded = upgrade_record_dict(data)
+    assert upgraded["schema"] == 3 and "quality" not in upgraded  # the default, "not recorded", applies
+    assert Record.from_dict(data).quality == {}
 
 
 def test_a_record_without_a_schema_is_version_1():
