@@ -34,7 +34,10 @@ def installed(tmp_path, monkeypatch):
 
 
 def test_the_shipped_profiles_sit_inside_the_package():
-    assert hardware.shipped_profiles_dir().is_relative_to(ROOT / "bench")
+    """Inside the imported package, wherever it is installed (a checkout, or site-packages under nox)."""
+    import bench
+
+    assert hardware.shipped_profiles_dir().is_relative_to(Path(bench.__file__).resolve().parent)
     assert len(SHIPPED_FILES) >= 20 and "tesla-t4.toml" in SHIPPED_FILES
 
 

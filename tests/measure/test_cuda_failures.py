@@ -198,7 +198,7 @@ def test_host_memory_and_unrelated_errors():
 def test_the_case_runner_records_and_remembers(monkeypatch, exc, status, poisoned):
     case_runner = CaseRunner()
 
-    def fail(spec, device):
+    def fail(spec, device, **_):
         raise exc
 
     monkeypatch.setattr(case_runner, "model_for", fail)
@@ -210,7 +210,10 @@ def test_the_case_runner_records_and_remembers(monkeypatch, exc, status, poisone
 
 def test_a_cpu_case_never_poisons(monkeypatch):
     case_runner = CaseRunner()
-    monkeypatch.setattr(case_runner, "model_for", lambda spec, device: (_ for _ in ()).throw(CUDA_ERRORS[1].values[0]))
+    def fail(spec, device, **_):
+        raise CUDA_ERRORS[1].values[0]
+
+    monkeypatch.setattr(case_runner, "model_for", fail)
     record = case_runner.run(CaseSpec("phi-3-tiny", "fp32", "generate", 1, 8, 4), TimingPolicy())
     assert record.status == "error" and not case_runner.context_poisoned
 

@@ -3,6 +3,7 @@ CPU path with a real tiny model (host RSS)."""
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from fake_nvml import FakeCudaAllocator, FakeGPU, FakeNVML, FakeProcess
@@ -157,15 +158,42 @@ def test_on_a_cpu_the_host_rss_peak_covers_the_load():
     assert load.load_peak_allocated_bytes is None and load.load_nvml_process_bytes is None
 
 
+FRESH_PROCESS_RUN = """
+import json, sys
+from bench.config.spec import CaseSpec, TimingPolicy
+from bench.measure.worker import CaseRunner
+policy = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, telemetry_repetitions=0)
+runner = CaseRunner()
+specs = [CaseSpec("phi-3-tiny", "fp32", "generate", 1, c, 4, device="cpu") for c in (16, 32)]
+json.dump([runner.run(s, policy).to_dict() for s in specs], sys.stdout)
+"""
+
+
+def _records_of_a_fresh_process():
+    """Two cases of one group, run by a CaseRunner in a new interpreter: host RSS before the load is then the
+    interpreter's own, not a heap that earlier tests freed (which the load would reuse without RSS growing)."""
+    import json
+    import subprocess
+    import sys
+
+    import bench
+    from bench.results.record import Record
+
+    package_parent = str(Path(bench.__file__).resolve().parents[1])  # the bench this test imported, checkout or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS_RUN], capture_output=True, text=True, env=env,
+                         timeout=600, check=True).stdout
+    return [Record.from_dict(d) for d in json.loads(out)]
+
+
 @pytest.mark.slow
 def test_a_cpu_run_records_the_load_and_the_user_view_of_its_group(monkeypatch):
     from bench.config.spec import CaseSpec, TimingPolicy
     from bench.measure import worker
 
     policy = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, telemetry_repetitions=0)
-    runner = worker.CaseRunner()
-    first, second = (CaseSpec("phi-3-tiny", "fp32", "generate", 1, c, 4, device="cpu") for c in (16, 32))
-    a, b = runner.run(first, policy), runner.run(second, policy)
+    first = CaseSpec("phi-3-tiny", "fp32", "generate", 1, 16, 4, device="cpu")
+    a, b = _records_of_a_fresh_process()
     assert a.status == b.status == "ok", a.error or b.error
     assert a.load == b.load and a.load.loaded_for_key == first.key  # one load, shared by the group
     load, view = a.load, a.user_view
