@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --repetitions must be at least 1 and --new-tokens at least 2")
 
     from bench.config.spec import CaseSpec, TimingPolicy
-    from bench.measure.runner import quiet_libraries
-    from bench.measure.worker import CaseRunner
+    from bench.measure.case_runner import CaseRunner
+    from bench.measure.worker_process import quiet_libraries
 
     quiet_libraries()
     weights, model = "random", args.model

@@ -1,7 +1,7 @@
 """How close the memory predictor comes to what the harness measures: relative error per case and the worst case.
 
 On a CPU (the default): every case runs in a fresh process with the harness's loader and scenarios
-(``bench.measure.profiler.measure_host_case``); the measured figure is the run's resident-memory high-water
+(``bench.measure.host_cases.measure_host_case``); the measured figure is the run's resident-memory high-water
 mark minus the process's resident memory before the model was loaded, and the prediction is
 ``bench.predict.memory.predict_memory`` for this host. Tiny configs (phi-3-tiny, bert-tiny) at every
 precision and layer-reduced full-width configs (phi-3-mini-2l, bert-base-2l), including phi-3-mini-2l above its
@@ -80,7 +80,7 @@ def host_profile() -> Any:
     import torch
 
     from bench.config.hardware import HardwareProfile, Measured
-    from bench.measure.profiler import cpu_model_name, host_memory_bytes
+    from bench.measure.device_probes import cpu_model_name, host_memory_bytes
 
     return HardwareProfile(
         name=f"{cpu_model_name()} (this host)", kind="cpu", memory_bytes=host_memory_bytes(),
@@ -96,7 +96,7 @@ def relative_error(predicted: float, measured: float) -> float:
 
 def run_cpu(cases: Sequence[Case], threads: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Measure and predict every case on this CPU; one row per case."""
-    from bench.measure.profiler import measure_host_case
+    from bench.measure.host_cases import measure_host_case
     from bench.predict.memory import predict_memory
 
     profile = host_profile()

@@ -32,8 +32,9 @@ def local_checkpoint(overrides: dict[str, int]) -> Path:
     """A local checkpoint of the Phi-3 architecture with ``overrides`` and random weights, built once."""
     import transformers
 
+    from bench.config.locations import cache_dir
     from bench.config.models import checkpoint_json
-    from bench.measure.loader import cache_dir, fill_random_
+    from bench.measure.loader import fill_random_
 
     name = "-".join(f"{k.split('_')[0]}{v}" for k, v in sorted(overrides.items()))
     path = cache_dir() / "benchmark-checkpoints" / f"phi3-{name}"
@@ -80,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 20: the median of fewer paired ratios is too noisy to judge 3%")
 
     from bench.config.spec import CaseSpec, TimingPolicy
-    from bench.measure.runner import die_with_runner, quiet_libraries
+    from bench.measure.case_runner import CaseRunner
     from bench.measure.scenarios import generation_kwargs
-    from bench.measure.worker import CaseRunner
+    from bench.measure.worker_process import die_with_runner, quiet_libraries
 
     quiet_libraries()
     die_with_runner(os.getpid())  # the watchdog thread every worker runs beside its cases

@@ -96,8 +96,12 @@ def test_every_module_sits_in_a_layer():
     ("importer", "source", "edge"),
     [
         ("config/spec.py", "from bench.results.record import Record\n", "bench.config.spec -> bench.results.record"),
-        ("results/record.py", "def f():\n    from bench.measure import worker\n", "bench.results.record -> bench.measure"),  # noqa: E501
-        ("claims/verdicts.py", "from bench.predict import predictor\n", "bench.claims.verdicts -> bench.predict"),
+        ("results/record.py", "def f():\n    from bench.measure import case_runner\n", "bench.results.record -> bench.measure"),  # noqa: E501
+        (
+            "claims/claim_verdicts.py",
+            "from bench.predict import predictor\n",
+            "bench.claims.claim_verdicts -> bench.predict",
+        ),
         ("report/build.py", "import bench.measure.runner\n", "bench.report.build -> bench.measure.runner"),
         ("track/compare.py", "from ..commands import run_cmd\n", "bench.track.compare -> bench.commands"),
     ],

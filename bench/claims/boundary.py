@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.claims.verdicts import (
+from bench.claims.claim_verdicts import (
     HOLDS_UP_TO,
     HOST_MEMORY,
     Claim,
@@ -133,7 +133,7 @@ def find_boundaries(
     """Bisect every line of ``claim`` that holds at a measured context and fails at a larger one.
 
     ``records`` are one GPU's records; lines measured only on a CPU are not searched (there is no GPU
-    number to judge). ``options`` is passed through to ``run_cases`` (a ``bench.measure.runner.RunOptions``).
+    number to judge). ``options`` is passed through to ``run_cases`` (a ``bench.measure.run_options.RunOptions``).
     """
     verdict = judge_claim(claim, records)
     boundaries = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.claims.verdicts import MEASURED_GPU, Claim, ClaimVerdict, evidence_of, judge_claim
+from bench.claims.claim_verdicts import MEASURED_GPU, Claim, ClaimVerdict, evidence_of, judge_claim
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.results.record import Record
 from bench.results.run_folder import RunFolder

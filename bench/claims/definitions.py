@@ -2,7 +2,7 @@
 
 A claim names a model, its precisions, a scenario, the contexts it is judged over and a byte
 budget with its unit ("8 GiB" is what a card's box calls 8 GB; "16 GB" is decimal). The
-verdicts on records are :mod:`bench.claims.verdicts`'.
+verdicts on records are :mod:`bench.claims.claim_verdicts`'.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bench.claims.claim_verdicts import ClaimVerdict, Predictor, judge_claim
 from bench.claims.definitions import Claim
-from bench.claims.verdicts import ClaimVerdict, Predictor, judge_claim
 from bench.config.hardware import HardwareProfile
 from bench.results.record import Record
 from bench.units import MiB

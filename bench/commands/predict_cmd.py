@@ -373,12 +373,12 @@ def advise_command(args: argparse.Namespace) -> int:
 def profile_command(args: argparse.Namespace) -> int:
     """Measure this machine and write (or print) its hardware profile."""
     from bench.config.hardware import dumps_profile, save_profile
-    from bench.measure.profiler import default_profile_path, profile_device
+    from bench.measure.device_profile import default_profile_path, profile_device
 
     if args.device and args.device != "cpu" and not args.device.startswith("cuda"):
         raise BadInputError(f"device {args.device!r} must be cpu, cuda or cuda:N")
     if args.device != "cpu":  # a GPU torch cannot use is an error, never a silent profile of the CPU
-        from bench.measure.gpu_detect import MISMATCH, detect_gpu, mismatch_message
+        from bench.measure.cuda_usability import MISMATCH, detect_gpu, mismatch_message
 
         detection = detect_gpu()
         if detection.verdict == MISMATCH:

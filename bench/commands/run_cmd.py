@@ -94,7 +94,7 @@ def gpu_detection(args: argparse.Namespace) -> Any:  # -> GpuDetection | None
     """
     if args.device == "cpu":
         return None
-    from bench.measure.gpu_detect import MISMATCH, detect_gpu, mismatch_message
+    from bench.measure.cuda_usability import MISMATCH, detect_gpu, mismatch_message
 
     detection = detect_gpu()
     if detection.verdict == MISMATCH:
@@ -108,7 +108,7 @@ def _check_device(device: str, detection: Any = None) -> None:
     if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise BadInputError(f"device {device!r} is not one of cpu, cuda, cuda:N")
     if detection is None or not detection.usable:
-        from bench.measure.gpu_detect import describe
+        from bench.measure.cuda_usability import describe
 
         why = f" ({describe(detection)})" if detection is not None else ""
         raise BadInputError(f"--device {device}: no CUDA device is available on this machine{why}; use --device cpu")
@@ -132,7 +132,7 @@ def choose_suite(args: argparse.Namespace, detection: Any = None) -> tuple[str, 
         return "gpu", "a CUDA GPU is available, so the full 'gpu' suite runs"
     if detection is None:
         return "smoke", "--device cpu, so the CPU 'smoke' suite runs (tiny models)"
-    from bench.measure.gpu_detect import describe
+    from bench.measure.cuda_usability import describe
 
     return "smoke", f"{describe(detection)}, so the CPU 'smoke' suite runs (tiny models)"
 
@@ -236,7 +236,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     from bench.config.precision import get_precision, require_bitsandbytes
     from bench.measure.environment import collect_environment
-    from bench.measure.runner import RunOptions, run_cases
+    from bench.measure.run_options import RunOptions
+    from bench.measure.runner import run_cases
     from bench.report.progress import CaseProgress
     from bench.results.run_folder import RunFolder
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import machine
-from bench.measure.worker import cpu_name
+from bench.measure.case_runner import cpu_name
 from bench.units import utc_now
 
 
@@ -66,7 +66,7 @@ def cuda_available() -> bool:
 
 
 def _gpus() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from bench.measure.telemetry.gpu_check import inspect_gpus
+    from bench.measure.telemetry.gpu_state import inspect_gpus
 
     state: dict[str, Any] = inspect_gpus()
     gpus = [{k: g.get(k) for k in ("index", "name", "uuid", "memory_bytes")} for g in state.get("gpus", [])]
@@ -90,9 +90,9 @@ def collect_environment(suite: str = "", argv: list[str] | None = None, *, detec
     """Everything a reader needs to trust or reproduce a run.
 
     ``cuda`` is the CUDA torch was built for, ``cuda_driver`` the newest CUDA the driver supports (from
-    ``detection``, a :class:`~bench.measure.gpu_detect.GpuDetection`, or asked of the driver here).
+    ``detection``, a :class:`~bench.measure.cuda_usability.GpuDetection`, or asked of the driver here).
     """
-    from bench.measure.gpu_detect import driver_facts
+    from bench.measure.cuda_usability import driver_facts
 
     torch_version = _version("torch")
     cuda = None

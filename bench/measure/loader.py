@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config.locations import cache_dir
 from bench.config.models import DECODER, ModelSource
 from bench.config.precision import Precision, bnb_config, require_bitsandbytes, runtime_dtype, torch_dtype
 from bench.errors import BadInputError
@@ -30,11 +31,9 @@ class LoadedModel:
     quantization: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_dir() -> Path:
-    """Where random checkpoints for quantized loads are cached: the harness's cache (BENCH_CACHE_DIR overrides)."""
-    from bench.config.locations import cache_dir as harness_cache_dir
-
-    return harness_cache_dir()
+def random_checkpoints_dir() -> Path:
+    """Where random checkpoints for quantized loads are cached: under the harness's cache (``$BENCH_CACHE_DIR``)."""
+    return cache_dir() / "random-checkpoints"
 
 
 @contextlib.contextmanager
@@ -104,7 +103,7 @@ def random_checkpoint(source: ModelSource, seed: int = 0) -> Path:
 
     config = source.config_factory()
     digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    path = cache_dir() / "random-checkpoints" / f"{source.name}-{digest}-{machine.fingerprint().digest}-seed{seed}"
+    path = random_checkpoints_dir() / f"{source.name}-{digest}-{machine.fingerprint().digest}-seed{seed}"
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return path
     # built on the host: never under a simulated card's cap, never on another process's GPU

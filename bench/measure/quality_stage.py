@@ -118,8 +118,8 @@ def measure_job(job: QualityJob) -> Scored:
 
     Returns the record's ``quality`` block (as ``Scored.summary``) and, for decoders, every position's values.
     """
+    from bench.measure.case_runner import resolve_device
     from bench.measure.loader import load_model
-    from bench.measure.worker import resolve_device
 
     t_start = time.perf_counter()
     source = resolve_source(job.model, job.weights, job.cache)
@@ -260,11 +260,11 @@ def run_quality_pass(
         from concurrent.futures import ProcessPoolExecutor
 
         from bench.config.precision import bitsandbytes_available
-        from bench.measure.runner import _mp_context, quiet_libraries
+        from bench.measure.worker_process import mp_context, quiet_libraries
 
         # the same preload the runner asks for (the context is made once per process, by whoever asks first)
         cpu_quantized = all(j.device == "cpu" for j in jobs) and any(get_precision(j.precision).quantized for j in jobs)
-        context = _mp_context(preload_quantization=bitsandbytes_available() and cpu_quantized)
+        context = mp_context(preload_quantization=bitsandbytes_available() and cpu_quantized)
         with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=quiet_libraries) as pool:
             for job in ordered:
                 blocks[job.group] = pool.submit(run_job, job).result()

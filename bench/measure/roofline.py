@@ -83,7 +83,7 @@ def measure_host_bandwidth(nbytes: int = HOST_PROBE_BYTES, rounds: int = HOST_PR
     """Host memory bandwidth: the best of ``rounds`` timed copies of ``nbytes`` (bytes read plus written / s)."""
     import torch
 
-    from bench.measure.profiler import copy_bandwidth, host_timer
+    from bench.measure.device_probes import copy_bandwidth, host_timer
 
     src = torch.ones(nbytes, dtype=torch.uint8)
     dst = torch.empty_like(src)
@@ -163,7 +163,7 @@ def host_bandwidth_file(cpu: str) -> Path:
 
     The name carries the machine fingerprint's digest (:mod:`bench.config.machine`): two hosts of one name
     (the same CPU model string and host name) with another ISA or library stack never share the figure."""
-    from bench.measure.loader import cache_dir
+    from bench.config.locations import cache_dir
 
     return cache_dir() / "host-bandwidth" / f"{slugify(host_profile_name(cpu))}-{machine.fingerprint().digest}.json"
 

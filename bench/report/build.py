@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.claims.claim_verdicts import ClaimVerdict, Predictor
 from bench.claims.definitions import Claim, load_claims
-from bench.claims.verdicts import ClaimVerdict, Predictor
 from bench.report.advice import advice_blocks
 from bench.report.claims_section import ClaimResults, claims_section, judge_groups
 from bench.report.device_section import device_section, failure_gaps

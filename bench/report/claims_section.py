@@ -14,11 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.claims.boundary import DEFAULT_TOLERANCE_TOKENS as BOUNDARY_TOLERANCE_TOKENS
-from bench.claims.definitions import Claim
-from bench.claims.evidence import READING_LABELS
-from bench.claims.nvidia_smi import CARD_LEVEL_WORDS, SOURCE_LABELS
-from bench.claims.real_card import RealCardVerdict, judge_on_real_card
-from bench.claims.verdicts import (
+from bench.claims.claim_verdicts import (
     EVIDENCE_LABELS,
     EVIDENCE_SHORT,
     HOLDS_UP_TO,
@@ -28,6 +24,10 @@ from bench.claims.verdicts import (
     Predictor,
     judge_claim,
 )
+from bench.claims.definitions import Claim
+from bench.claims.evidence import READING_LABELS
+from bench.claims.nvidia_smi import CARD_LEVEL_WORDS, SOURCE_LABELS
+from bench.claims.real_card import RealCardVerdict, judge_on_real_card
 from bench.report.document import Block, Bullets, Details, Heading, Para, Table
 from bench.report.run_data import DeviceGroup
 from bench.report.runtime_section import WindowExtraFn, predicted_window_extra, runtime_blocks

@@ -9,8 +9,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from bench.track.settings import MEMORY_METRIC
-from bench.track.verdicts import (
+from bench.track.gate_verdicts import (
     COMPARED,
     FAILED,
     FIXED,
@@ -23,6 +22,7 @@ from bench.track.verdicts import (
     Comparison,
     MetricComparison,
 )
+from bench.track.settings import MEMORY_METRIC
 from bench.units import MiB
 
 _STYLE = {

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.claims.verdicts import ClaimVerdict
+from bench.claims.claim_verdicts import ClaimVerdict
 from bench.config.spec import CaseSpec
 from bench.report.document import Block, Bullets, Heading, Para
 from bench.results.record import Record

@@ -24,7 +24,7 @@ comparable", a case in one run only is reported as such, and library versions th
 named on every affected case (or make it not comparable with ``require_same_versions``).
 
 The metrics and thresholds are :mod:`bench.track.settings`', the tests :mod:`bench.track.statistics`',
-the findings :mod:`bench.track.verdicts`'; the per-repetition series are
+the findings :mod:`bench.track.gate_verdicts`'; the per-repetition series are
 :func:`bench.results.metrics.speed_samples`'.
 """
 
@@ -39,15 +39,7 @@ from typing import Any
 from bench.results.envelopes import PLATFORM_KEYS, envelope_for, version_differences
 from bench.results.metrics import speed_samples
 from bench.results.record import Record
-from bench.track.settings import MEMORY_FIELDS, MEMORY_METRIC, SPEED_METRICS, CompareSettings, Metric
-from bench.track.statistics import (
-    beyond_run_range,
-    margin_p_value,
-    ratio_interval,
-    repetitions_needed,
-    smallest_p_value,
-)
-from bench.track.verdicts import (
+from bench.track.gate_verdicts import (
     BOTH_FAILED,
     COMPARED,
     FAILED,
@@ -65,6 +57,14 @@ from bench.track.verdicts import (
     CaseComparison,
     Comparison,
     MetricComparison,
+)
+from bench.track.settings import MEMORY_FIELDS, MEMORY_METRIC, SPEED_METRICS, CompareSettings, Metric
+from bench.track.statistics import (
+    beyond_run_range,
+    margin_p_value,
+    ratio_interval,
+    repetitions_needed,
+    smallest_p_value,
 )
 from bench.units import MiB
 

@@ -49,11 +49,11 @@ def policy():
 
 
 def _prepare_case():
-    import bench.measure.worker
+    import bench.measure.case_runner
 
-    prepare = getattr(bench.measure.worker, "prepare_case", None)
+    prepare = getattr(bench.measure.case_runner, "prepare_case", None)
     if prepare is None:
-        pytest.skip("bench.measure.worker.prepare_case(spec, device) is not available in this version of the harness")
+        pytest.skip("bench.measure.case_runner.prepare_case(spec, device) is not in this version of the harness")
     return prepare
 
 

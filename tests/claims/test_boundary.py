@@ -10,8 +10,8 @@ from report_records import CONTEXT_BYTES, H200_TOTAL, GiB, cpu_generate, gpu_gen
 
 from bench.claims.boundary import Boundary, bisect_series, find_boundaries
 from bench.claims.capcheck import plan_capped_check, run_capped_check
+from bench.claims.claim_verdicts import HOLDS_UP_TO, MEASURED_GPU_CAPPED
 from bench.claims.definitions import Claim, load_claims
-from bench.claims.verdicts import HOLDS_UP_TO, MEASURED_GPU_CAPPED
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.errors import BadInputError
 from bench.results.record import Memory, Record
@@ -172,7 +172,7 @@ class WritingRunner(FakeRunner):
 def test_report_command_measures_then_reports(tmp_path: Path):
     from report_records import envelope, write_run
 
-    from bench.commands.report_cmd import check_claims_under_cap, find_claim_boundaries
+    from bench.commands.claim_measurements import check_claims_under_cap, find_claim_boundaries
     from bench.report.build import build_report
 
     folder = write_run(tmp_path / "run", measured(), envelope())

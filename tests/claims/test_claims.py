@@ -14,8 +14,7 @@ from report_records import (
     gpu_suite,
 )
 
-from bench.claims.definitions import Claim, load_claims, parse_bytes, parse_claims
-from bench.claims.verdicts import (
+from bench.claims.claim_verdicts import (
     FAILS,
     HOLDS,
     HOLDS_UP_TO,
@@ -28,6 +27,7 @@ from bench.claims.verdicts import (
     evidence_of,
     judge_claim,
 )
+from bench.claims.definitions import Claim, load_claims, parse_bytes, parse_claims
 from bench.config.spec import CaseSpec
 from bench.errors import BadInputError
 

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 from report_records import GiB, MiB, gpu_generate
 
+from bench.claims.claim_verdicts import FAILS, HOLDS, judge_claim
 from bench.claims.definitions import Claim
 from bench.claims.evidence import DEVICE_WIDE, GUESSED_PROCESS, SHARED_GPU, UNKNOWN_METHOD, weak_readings
-from bench.claims.verdicts import FAILS, HOLDS, judge_claim
 
 CLAIM = Claim("fp16", "fp16 under 8 GiB", 8 * GiB, "8 GiB", model="phi-3-mini", precisions=("fp16",),
               scenario="generate")

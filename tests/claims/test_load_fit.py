@@ -4,10 +4,10 @@ import dataclasses
 
 from report_records import CONTEXT_BYTES, GiB, MiB, cpu_generate, gpu_generate
 
+from bench.claims.claim_verdicts import FAILS, HOLDS, HOLDS_UP_TO, HOST_MEMORY, judge_claim
 from bench.claims.definitions import Claim
 from bench.claims.evidence import LOAD_NOT_RECORDED
 from bench.claims.nvidia_smi import MEASURED, PREDICTED
-from bench.claims.verdicts import FAILS, HOLDS, HOLDS_UP_TO, HOST_MEMORY, judge_claim
 from bench.results.load_phase import LoadPhase, UserView
 from bench.results.metrics import host_live_peak_rss_bytes, measured_fit_bytes
 

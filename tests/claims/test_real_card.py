@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from report_records import GiB, MiB, cpu_generate, gpu_generate
 
+from bench.claims.claim_verdicts import FAILS, HOLDS, HOLDS_UP_TO, PREDICTED, judge_claim
 from bench.claims.definitions import Claim
 from bench.claims.real_card import judge_on_real_card, real_card
-from bench.claims.verdicts import FAILS, HOLDS, HOLDS_UP_TO, PREDICTED, judge_claim
 from bench.config.hardware import HardwareProfile
 
 CLAIM = Claim("fp16", "fp16 under 8 GiB", 8 * GiB, "8 GiB", model="phi-3-mini", precisions=("fp16",),

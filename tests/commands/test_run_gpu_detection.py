@@ -8,8 +8,8 @@ import pytest
 from fake_nvml import FakeNVML, FakeNVMLError
 
 from bench.cli import main
-from bench.measure import gpu_detect
-from bench.measure.gpu_detect import TorchFacts
+from bench.measure import cuda_usability
+from bench.measure.cuda_usability import TorchFacts
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def machine(monkeypatch):
             asked.append(1)
             return torch
 
-        monkeypatch.setattr(gpu_detect, "torch_facts", facts)
+        monkeypatch.setattr(cuda_usability, "torch_facts", facts)
         return asked
 
     return setup

@@ -86,7 +86,7 @@ def test_run_measures_the_cached_snapshot_and_records_the_hub_id(capsys, tmp_pat
 @pytest.mark.slow
 def test_full_cache_on_a_checkpoint_removes_its_window(hub_cache, tiny_checkpoint):
     from bench.config.spec import CaseSpec, TimingPolicy
-    from bench.measure.worker import CaseRunner
+    from bench.measure.case_runner import CaseRunner
 
     add_snapshot(hub_cache[0], REPO, tiny_checkpoint)
     runner = CaseRunner()

@@ -22,7 +22,8 @@ from bench.config.hardware import (
     shipped_profiles_dir,
 )
 from bench.errors import BadInputError
-from bench.measure.profiler import context_bytes, copy_bandwidth, matmul_rate, measure_cpu, measure_cuda, profile_device
+from bench.measure.device_probes import context_bytes, copy_bandwidth, matmul_rate, measure_cpu, measure_cuda
+from bench.measure.device_profile import profile_device
 from bench.units import GiB
 
 # reference/gpus.md: name -> (box GB, GB/s)

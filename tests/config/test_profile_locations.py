@@ -58,7 +58,7 @@ def test_a_user_copy_takes_precedence_over_the_shipped_one(installed):
 
 
 def test_bench_profile_writes_a_shipped_cards_figures_to_the_user_folder(installed):
-    from bench.measure.profiler import default_profile_path
+    from bench.measure.device_profile import default_profile_path
 
     shipped = get_profile("H200")
     assert shipped.path is not None and shipped.path.parent == hardware.shipped_profiles_dir()

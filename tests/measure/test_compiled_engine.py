@@ -8,10 +8,10 @@ import torch
 from bench.config.models import resolve_source
 from bench.config.precision import get_precision
 from bench.config.spec import CaseSpec, TimingPolicy
+from bench.measure.case_runner import CaseRunner
 from bench.measure.engines import engine_for
 from bench.measure.loader import load_model
 from bench.measure.scenarios import generation_kwargs, make_prompt
-from bench.measure.worker import CaseRunner
 
 POLICY = TimingPolicy(
     warmup_runs=1, min_repetitions=2, max_repetitions=2, telemetry_repetitions=1, telemetry_min_duration_s=0.0

@@ -17,8 +17,8 @@ import torch
 
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.measure import runner
+from bench.measure.case_runner import CaseRunner
 from bench.measure.oom import is_oom, poisons_cuda_context
-from bench.measure.worker import CaseRunner
 from bench.results.record import Record
 
 C10 = "torch/lib/libc10.so"

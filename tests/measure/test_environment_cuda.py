@@ -6,8 +6,8 @@ import sys
 
 from fake_nvml import FakeNVML, FakeNVMLError
 
+from bench.measure.cuda_usability import DriverFacts, GpuDetection, TorchFacts
 from bench.measure.environment import collect_environment
-from bench.measure.gpu_detect import DriverFacts, GpuDetection, TorchFacts
 
 
 def test_envelope_takes_the_driver_cuda_from_the_detection(monkeypatch):

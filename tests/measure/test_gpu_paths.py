@@ -62,7 +62,8 @@ def test_scenarios_sync_the_device_around_the_clock():
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "nf4"])
 def test_real_gpu_case_records_every_memory_field(tmp_path, precision):
-    from bench.measure.runner import RunOptions, run_cases
+    from bench.measure.run_options import RunOptions
+    from bench.measure.runner import run_cases
 
     spec = CaseSpec("phi-3-tiny", precision, "generate", 1, 64, 8, device="cuda")
     policy = TimingPolicy(warmup_runs=1, min_repetitions=2, max_repetitions=2)
@@ -83,7 +84,8 @@ def test_real_gpu_case_records_every_memory_field(tmp_path, precision):
 def test_real_gpu_load_and_user_view_are_recorded(tmp_path):
     """On a GPU: an nf4 load peaks above what it keeps, the pool after loading is not emptied, and the user
     view's nvidia-smi reading (NVML process after one generation) holds the pool plus the CUDA context."""
-    from bench.measure.runner import RunOptions, run_cases
+    from bench.measure.run_options import RunOptions
+    from bench.measure.runner import run_cases
 
     spec = CaseSpec("phi-3-tiny", "nf4", "generate", 1, 64, 8, device="cuda")
     policy = TimingPolicy(warmup_runs=1, min_repetitions=2, max_repetitions=2)

@@ -5,7 +5,7 @@ import os
 import pytest
 from fake_nvml import GIB, FakeGPU, FakeNVML, FakeNVMLError, not_supported
 
-from bench.measure.telemetry.gpu_check import inspect_gpus, parse_visible_devices
+from bench.measure.telemetry.gpu_state import inspect_gpus, parse_visible_devices
 
 ME = 1000
 

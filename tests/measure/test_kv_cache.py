@@ -5,8 +5,8 @@ import torch
 
 from bench.config.models import MODELS, ModelEntry, get_model
 from bench.config.spec import CaseSpec, TimingPolicy
+from bench.measure.case_runner import CaseRunner
 from bench.measure.memory import cache_layout, kv_cache_bytes, kv_cache_storage_bytes
-from bench.measure.worker import CaseRunner
 
 FAST = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, timeout_s=120)
 HEADS, HEAD_DIM, LAYERS = 4, 64, 2  # phi-3-tiny: hidden 256 over 4 heads

@@ -161,7 +161,7 @@ def test_on_a_cpu_the_host_rss_peak_covers_the_load():
 FRESH_PROCESS_RUN = """
 import json, sys
 from bench.config.spec import CaseSpec, TimingPolicy
-from bench.measure.worker import CaseRunner
+from bench.measure.case_runner import CaseRunner
 policy = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, telemetry_repetitions=0)
 runner = CaseRunner()
 specs = [CaseSpec("phi-3-tiny", "fp32", "generate", 1, c, 4, device="cpu") for c in (16, 32)]
@@ -189,7 +189,7 @@ def _records_of_a_fresh_process():
 @pytest.mark.slow
 def test_a_cpu_run_records_the_load_and_the_user_view_of_its_group(monkeypatch):
     from bench.config.spec import CaseSpec, TimingPolicy
-    from bench.measure import worker
+    from bench.measure import case_runner
 
     policy = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, telemetry_repetitions=0)
     first = CaseSpec("phi-3-tiny", "fp32", "generate", 1, 16, 4, device="cpu")
@@ -208,7 +208,7 @@ def test_a_cpu_run_records_the_load_and_the_user_view_of_its_group(monkeypatch):
 
     # a failing user view is recorded; the case's own measurement stands
     calls = []
-    real_run_once = worker.PreparedCase.run_once
+    real_run_once = case_runner.PreparedCase.run_once
 
     def failing_first(self):
         calls.append(1)
@@ -216,7 +216,7 @@ def test_a_cpu_run_records_the_load_and_the_user_view_of_its_group(monkeypatch):
             raise RuntimeError("user view broke")
         return real_run_once(self)
 
-    monkeypatch.setattr(worker.PreparedCase, "run_once", failing_first)
-    c = worker.CaseRunner().run(first.with_(precision="bf16"), policy)
+    monkeypatch.setattr(case_runner.PreparedCase, "run_once", failing_first)
+    c = case_runner.CaseRunner().run(first.with_(precision="bf16"), policy)
     assert c.status == "ok" and c.user_view.error == "RuntimeError: user view broke"
     assert len(c.samples.e2e_s) == 1 and c.load.recorded

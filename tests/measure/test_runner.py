@@ -8,7 +8,8 @@ import time
 import pytest
 
 from bench.config.spec import CaseSpec, TimingPolicy
-from bench.measure.runner import RunOptions, run_cases
+from bench.measure.run_options import RunOptions
+from bench.measure.runner import run_cases
 from bench.results.run_folder import RunFolder
 
 pytestmark = pytest.mark.slow
@@ -59,12 +60,12 @@ def test_hung_case_times_out_and_the_run_goes_on(tmp_path):
 # on the machine (thread stacks and malloc arenas per core), so the test's headroom is derived from it.
 _ADDRESS_SPACE_PROBE = """
 import json
-from bench.measure.runner import PRELOAD
+from bench.measure.worker_process import PRELOAD
 import importlib
 for name in PRELOAD:
     importlib.import_module(name)
 from bench.config.spec import CaseSpec, TimingPolicy
-from bench.measure.worker import CaseRunner
+from bench.measure.case_runner import CaseRunner
 
 def vm(key):
     with open("/proc/self/status") as fh:

@@ -125,10 +125,10 @@ def test_without_telemetry_repetitions_the_timed_ones_are_the_window():
 def test_bench_run_times_no_repetition_beside_the_sampler_thread(monkeypatch):
     """The reliability issue's item 8: the worker's own path (CaseRunner.run on a tiny model) keeps no timed
     sample that ran while a telemetry thread was sampling."""
-    from bench.measure import worker
+    from bench.measure import case_runner
 
     beside: dict[float, bool] = {}
-    original = worker.PreparedCase.run_once
+    original = case_runner.PreparedCase.run_once
 
     def spy(self):
         alive = any(t.name.startswith("telemetry-") and t.is_alive() for t in threading.enumerate())
@@ -136,9 +136,9 @@ def test_bench_run_times_no_repetition_beside_the_sampler_thread(monkeypatch):
         beside[value] = alive
         return value
 
-    monkeypatch.setattr(worker.PreparedCase, "run_once", spy)
+    monkeypatch.setattr(case_runner.PreparedCase, "run_once", spy)
     policy = TimingPolicy(warmup_runs=1, min_repetitions=3, max_repetitions=3, telemetry_repetitions=1)
-    record = worker.CaseRunner().run(CaseSpec("phi-3-tiny", "fp32", "generate", 1, 8, 4), policy)
+    record = case_runner.CaseRunner().run(CaseSpec("phi-3-tiny", "fp32", "generate", 1, 8, 4), policy)
     assert record.ok, record.error
     assert len(record.samples.e2e_s) == 3
     assert not any(beside[e2e] for e2e in record.samples.e2e_s)

@@ -33,7 +33,7 @@ def _wait_gone(procs, seconds: float) -> list[psutil.Process]:
 
 WATCHED_WORKER = """
 import sys, time
-from bench.measure.runner import die_with_runner
+from bench.measure.worker_process import die_with_runner
 die_with_runner(int(sys.argv[1]), period_s=0.1)
 print("watching", flush=True)
 time.sleep(60)

@@ -282,7 +282,7 @@ def test_predicted_host_peak_within_5_percent() -> None:
     """A tiny config and a layer-reduced full-width one, measured in one fresh process."""
     import torch
 
-    from bench.measure.profiler import measure_host_cases
+    from bench.measure.host_cases import measure_host_cases
 
     cases = [("phi-3-tiny", "nf4", 128, 1, 4), ("bert-base-2l", "fp16", 64, 1, 0)]
     profile = cpu_profile(str(torch.backends.cpu.get_cpu_capability()))

@@ -289,7 +289,8 @@ def test_report_of_a_real_cpu_run(tmp_path: Path):
     """Tiny models measured for real on this CPU (in process), then reported: every plot the data allows."""
     from bench.config.spec import CaseSpec, TimingPolicy
     from bench.measure.environment import collect_environment
-    from bench.measure.runner import RunOptions, run_cases
+    from bench.measure.run_options import RunOptions
+    from bench.measure.runner import run_cases
 
     cases = [CaseSpec("phi-3-tiny", "fp32", "generate", 1, 8, 4, suite="smoke")]
     cases += [CaseSpec("bert-tiny", "fp32", "encode", 1, 8, suite="smoke")]

@@ -9,8 +9,8 @@ from bench.predict.advisor import advise
 from bench.report.advice import hand_entered_notes, render_table
 from bench.report.comparison import format_value, render_terminal, short_verdict
 from bench.track.compare import compare_records
+from bench.track.gate_verdicts import COMPARED
 from bench.track.settings import CompareSettings
-from bench.track.verdicts import COMPARED
 from bench.units import GiB
 
 WIDTH = 80

@@ -10,9 +10,7 @@ from bench.report.comparison import render_markdown, render_terminal
 from bench.results.metrics import speed_samples
 from bench.track.baseline import gpu_slug, list_baselines, load_baseline, save_baseline
 from bench.track.compare import compare_records, compare_speed
-from bench.track.settings import SPEED_METRICS, CompareSettings
-from bench.track.statistics import smallest_p_value
-from bench.track.verdicts import (
+from bench.track.gate_verdicts import (
     BOTH_FAILED,
     COMPARED,
     FAILED,
@@ -25,6 +23,8 @@ from bench.track.verdicts import (
     REGRESSION,
     UNCHANGED,
 )
+from bench.track.settings import SPEED_METRICS, CompareSettings
+from bench.track.statistics import smallest_p_value
 
 FAST = CompareSettings(bootstrap_resamples=200)
 E2E = next(m for m in SPEED_METRICS if m.name == "e2e_s")

@@ -115,7 +115,7 @@ def test_cli_export_formats(tmp_path, bench_main):
 
 
 FAKE_WORKER = '''
-import bench.measure.worker
+import bench.measure.case_runner
 
 
 class FakePrepared:
@@ -135,7 +135,7 @@ class FakePrepared:
         self.closed = True
 
 
-bench.measure.worker.prepare_case = FakePrepared
+bench.measure.case_runner.prepare_case = FakePrepared
 '''
 
 TINY_SUITE = '''

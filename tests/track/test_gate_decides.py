@@ -15,9 +15,9 @@ from bench.results.record import Samples
 from bench.results.run_folder import RunFolder
 from bench.track.baseline import load_baseline, read_baseline, save_baseline
 from bench.track.compare import compare_memory, compare_records
+from bench.track.gate_verdicts import INSUFFICIENT, NOT_SIGNIFICANT, REGRESSION, UNCHANGED
 from bench.track.settings import CompareSettings
 from bench.track.statistics import beyond_run_range, repetitions_needed
-from bench.track.verdicts import INSUFFICIENT, NOT_SIGNIFICANT, REGRESSION, UNCHANGED
 
 FROZEN = Path(__file__).resolve().parents[1] / "data" / "runs" / "cpu-smoke"
 FAST = CompareSettings(bootstrap_resamples=0)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.errors import BadInputError
-from bench.measure.telemetry import gpu_check as gpu_state
+from bench.measure.telemetry import gpu_state
 from bench.measure.telemetry.failures import FailureLog
 
 # Clock event ("throttle") reason queries, newest name first; older drivers have only the second.

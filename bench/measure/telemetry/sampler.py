@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import BadInputError
-from bench.measure.telemetry import gpu_check as gpu_state
+from bench.measure.telemetry import gpu_state
 from bench.measure.telemetry.failures import FailureLog
 from bench.measure.telemetry.nvml import NvmlReader, open_reader, parse_device
 from bench.measure.telemetry.summary import summarize

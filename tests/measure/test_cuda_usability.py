@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fake_nvml import FakeGPU, FakeNVML, FakeNVMLError, not_supported
 
-from bench.measure import gpu_detect
-from bench.measure.gpu_detect import (
+from bench.measure import cuda_usability
+from bench.measure.cuda_usability import (
     HIDDEN,
     MISMATCH,
     NO_GPU,
@@ -84,7 +84,7 @@ def test_nvml_without_gpus_is_no_gpu():
 def test_gpus_hidden_by_cuda_visible_devices_are_not_a_mismatch():
     d = detect_gpu(FakeNVML(), torch=TorchFacts("2.6.0+cu124", "12.4", False), smi=no_smi, visible="")
     assert d.verdict == HIDDEN
-    assert "hides every GPU" in gpu_detect.describe(d)
+    assert "hides every GPU" in cuda_usability.describe(d)
 
 
 def test_nvidia_smi_answers_when_nvml_cannot():

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure.telemetry.gpu_check import call, close_nvml, open_nvml, parse_visible_devices, text
+from bench.measure.telemetry.gpu_state import call, close_nvml, open_nvml, parse_visible_devices, text
 
 USABLE = "usable"  # torch can use a CUDA device
 NO_GPU = "no_gpu"  # neither the driver nor torch sees a GPU
