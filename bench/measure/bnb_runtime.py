@@ -156,3 +156,25 @@ def set_avx512bf16_switch(model: Any, enabled: bool | None) -> int:
     for layer in layers:
         layer.support_avx512bf16_for_cpu = enabled
     return len(layers)
+
+
+def observations(model: Any, device: str) -> dict[str, Any]:
+    """What a record keeps of bitsandbytes' choices for a quantized model, read after the timed runs (so a
+    repacked state shows): ``bnb_4bit_kernel_path``, the 4-bit ``quant_state`` facts, whether the CPU kernel came
+    from the hub (``bnb_cpu_hub_kernel``), the import's collected hub messages, and torch's CPU capability
+    (bitsandbytes picks its CPU int8 kernels by it)."""
+    out: dict[str, Any] = {}
+    path = kernel_path(model, device)
+    if path is not None:
+        out["bnb_4bit_kernel_path"] = path
+        out["quant_state"] = quant_state_facts(model)
+        if path == BNB_4BIT_CPU_PACKED:
+            out["bnb_cpu_hub_kernel"] = cpu_hub_kernel_loaded()
+    messages = import_bitsandbytes()
+    if messages:
+        out["bnb_import_messages"] = list(messages)
+    if not device.startswith("cuda"):
+        import torch
+
+        out["torch_cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    return out

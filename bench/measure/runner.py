@@ -30,7 +30,7 @@ from bench.results.run_folder import RunFolder
 PRELOAD = ["torch", "transformers", "bench.measure.worker"]
 # bitsandbytes takes seconds to import; preloading it is safe only where no CUDA device is used (its
 # import may initialise CUDA, which a forked worker cannot inherit), so GPU workers import it lazily.
-PRELOAD_CPU_QUANTIZED = ["bitsandbytes"]
+PRELOAD_CPU_QUANTIZED = ["bench.measure.bnb_preload"]  # bitsandbytes, imported quietly (bench.measure.bnb_runtime)
 # What every worker imports on its first model load (transformers' modeling and generation code, with scipy
 # under it): about 2.4 s per worker on a loaded 2-core host (python -X importtime), once per model x
 # precision group. Preloaded for CPU-only runs, like bitsandbytes (GPU workers keep importing it lazily).
@@ -54,10 +54,20 @@ class RunOptions:
     # end_case(record). Injected by the command (measurement never draws on the terminal itself).
     progress_factory: Callable[[int], Any] | None = field(default=None, compare=False)
     run_id: str = ""
+    # the hub stays offline for the run's workers (HF_HUB_OFFLINE=1) unless downloads were allowed (--allow-download)
+    allow_download: bool = False
     in_process: bool = False  # run in this process (debugging; a crash takes the run down)
     on_record: Callable[[Record], None] | None = field(default=None, compare=False)
     # applied to each record before it is written (the quality pass's block: bench.measure.quality_stage)
     annotate: Callable[[Record], Record] | None = field(default=None, compare=False)
+
+
+def hub_offline_for_workers(allow_download: bool) -> None:
+    """Keep the Hugging Face Hub offline in this process and the workers it starts (``HF_HUB_OFFLINE=1``, read by
+    huggingface_hub, transformers and kernels), unless downloads are allowed; an offline setting already in the
+    environment is left as it is either way. Set before the forkserver starts: its workers inherit it."""
+    if not allow_download:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def quiet_libraries() -> None:
@@ -350,6 +360,7 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
     """Run every pending case, appending each record to the run folder ``out_dir`` as it ends."""
     folder = RunFolder(options.out_dir).create()
     todo = order_for_groups(pending_cases(cases, options))
+    hub_offline_for_workers(options.allow_download)
     if not options.in_process:
         from bench.config.precision import bitsandbytes_available, get_precision
 
