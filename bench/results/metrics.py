@@ -291,19 +291,19 @@ def measured_nvidia_smi_bytes(record: Record) -> int | None:
 
 PREDICTOR_DRIFT_FRACTION = 0.05  # a prediction off the measurement by more than this flags the record
 PEAK_READING_ALLOCATOR = "allocator peak"  # CUDA: torch's allocator peak over the timed region
-PEAK_READING_HOST_RSS = "host peak RSS growth"  # CPU: the timed region's peak RSS less the RSS before loading
+# CPU: what a case adds to a warm process's resident set (the predictor's calibration; measured by
+# bench.measure.profiler.measure_host_cases, not by a run's workers, whose baseline is a cold process's: a first
+# load and run there also pays imports, thread pools and heap growth, tens of MiB the predictor does not model)
+PEAK_READING_HOST_RSS = "host peak RSS growth in a warm process"
 
 
 def measured_peak_for_prediction(record: Record) -> int | None:
     """The measured figure a record's predicted peak stands beside, in the reading the prediction names
-    (``record.prediction.peak_reading``): the allocator peak of the timed region on CUDA, or on a CPU the peak
-    resident set of the timed region less the resident set before the model was loaded. None when unmeasured."""
-    m = record.memory
-    reading = record.prediction.peak_reading
-    if reading == PEAK_READING_ALLOCATOR:
-        return m.peak_allocated_bytes
-    if reading == PEAK_READING_HOST_RSS and m.host_peak_rss_bytes is not None and m.host_baseline_rss_bytes is not None:
-        return m.host_peak_rss_bytes - m.host_baseline_rss_bytes
+    (``record.prediction.peak_reading``): the allocator peak of the timed region on CUDA. None where the record
+    holds no such reading: a CPU record's host figures are a cold worker's (see :data:`PEAK_READING_HOST_RSS`), so
+    only its weights are held against the prediction."""
+    if record.prediction.peak_reading == PEAK_READING_ALLOCATOR:
+        return record.memory.peak_allocated_bytes
     return None
 
 

@@ -17,31 +17,34 @@ def _record(memory: Memory, prediction: Prediction, device: str = "cpu") -> Reco
 
 
 def test_gaps_against_the_reading_the_prediction_names() -> None:
-    # a CPU record: peak RSS 300,000,000 B less 200,000,000 B before loading = 100,000,000 B of growth
-    cpu = _record(
-        Memory(weights_bytes=33_533_184, host_peak_rss_bytes=300_000_000, host_baseline_rss_bytes=200_000_000),
-        Prediction(
-            predicted_peak_bytes=104_000_000,
-            predicted_weights_bytes=33_574_144,
-            peak_reading=metrics.PEAK_READING_HOST_RSS,
-        ),
-    )
-    gaps = metrics.prediction_gaps(cpu)
-    assert gaps["predicted_peak_gap_fraction"] == pytest.approx(0.04)
-    assert gaps["predicted_weights_gap_fraction"] == pytest.approx(40_960 / 33_533_184)
-    assert not metrics.predictor_drifted(cpu)
-    over = cpu.replace(
-        prediction=Prediction(predicted_peak_bytes=94_000_000, peak_reading=metrics.PEAK_READING_HOST_RSS)
-    )
-    assert metrics.prediction_gaps(over) == {"predicted_peak_gap_fraction": pytest.approx(-0.06)}
-    assert metrics.predictor_drifted(over)
-    # a CUDA record is held against the allocator's peak, not the host's
+    # a CUDA record: the allocator's peak 1,000,000,000 B against a predicted 1,040,000,000 B is a 4% gap
     gpu = _record(
-        Memory(peak_allocated_bytes=1_000_000_000, host_peak_rss_bytes=5, host_baseline_rss_bytes=1),
-        Prediction(predicted_peak_bytes=1_100_000_000, peak_reading=metrics.PEAK_READING_ALLOCATOR),
+        Memory(weights_bytes=33_533_184, peak_allocated_bytes=1_000_000_000, host_peak_rss_bytes=5),
+        Prediction(
+            predicted_peak_bytes=1_040_000_000,
+            predicted_weights_bytes=33_574_144,
+            peak_reading=metrics.PEAK_READING_ALLOCATOR,
+        ),
         "cuda",
     )
-    assert metrics.prediction_gaps(gpu) == {"predicted_peak_gap_fraction": pytest.approx(0.1)}
+    gaps = metrics.prediction_gaps(gpu)
+    assert gaps["predicted_peak_gap_fraction"] == pytest.approx(0.04)
+    assert gaps["predicted_weights_gap_fraction"] == pytest.approx(40_960 / 33_533_184)
+    assert not metrics.predictor_drifted(gpu)
+    under = gpu.replace(
+        prediction=Prediction(predicted_peak_bytes=940_000_000, peak_reading=metrics.PEAK_READING_ALLOCATOR)
+    )
+    assert metrics.prediction_gaps(under) == {"predicted_peak_gap_fraction": pytest.approx(-0.06)}
+    assert metrics.predictor_drifted(under)
+    # a CPU record's host figures are a cold worker's, not the warm-process reading predicted: weights only
+    cpu = _record(
+        Memory(weights_bytes=100, host_peak_rss_bytes=300_000_000, host_baseline_rss_bytes=200_000_000),
+        Prediction(
+            predicted_peak_bytes=38_000_000, predicted_weights_bytes=110, peak_reading=metrics.PEAK_READING_HOST_RSS
+        ),
+    )
+    assert metrics.prediction_gaps(cpu) == {"predicted_weights_gap_fraction": pytest.approx(0.1)}
+    assert metrics.predictor_drifted(cpu)
 
 
 def test_the_prediction_survives_a_round_trip_and_a_schema_3_record_has_none() -> None:
