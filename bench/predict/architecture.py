@@ -241,6 +241,12 @@ def _quantization_rule(model: Any) -> Callable[[str], bool]:
         )
         skip = ["lm_head"]
     skip += list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    from bench.config.precision import bitsandbytes_available
+
+    if bitsandbytes_available():  # transformers' integration imports bitsandbytes: quietly first
+        from bench.config.bnb_import import import_bitsandbytes
+
+        import_bitsandbytes()
     try:
         from transformers.integrations.bitsandbytes import should_convert_module
     except ImportError:
