@@ -12,6 +12,7 @@ without AVX-512, int8 matmuls run in float32. A phase's peak is its largest stag
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ class DeviceTraits:
     sm_count: int | None = None  # CUDA: streaming multiprocessors, where a profile measured them
     # where the path is a guess (a CPU profile that does not say whether it has AVX512_BF16): why
     path_assumed: str = ""
+    # the repacked path's first forward after loading repacks each layer as it runs (a transient per layer);
+    # False for a model that has run before (a warmed-up timed region), and for decode steps
+    repack_on_call: bool = True
 
     @property
     def packed_4bit(self) -> bool:
@@ -96,7 +100,9 @@ def linear_peak(lin: LinearLayer, rows: int, precision: Precision, traits: Devic
         return quant_a + rows * n * 4 + out  # int32 product (cuBLASLt), dequantized in one kernel
     act_dtype = runtime_dtype(precision, traits.kind)
     if traits.packed_4bit:
-        return out + bnb_kernels.cpu_packed_workspace(rows, n, k, act_dtype)
+        fused = out + bnb_kernels.cpu_packed_workspace(rows, n, k, act_dtype)
+        # the repacking runs before the matmul, its locals freed before the output exists
+        return max(fused, bnb_kernels.repack_transient(n, k)) if traits.repack_on_call else fused
     if traits.kind == "cuda" and cuda_4bit_fused(traits, rows, n, k, act_dtype):
         return out  # fused 4-bit kernel, no dequantized copy
     return out + bnb_kernels.dequantize_workspace(n, k, act, BLOCKSIZE_4BIT, precision.double_quant, traits.kind)
@@ -219,8 +225,9 @@ def _decoder_mlp_stages(arch: Architecture, t: int, act: int, mlp_base: int, pea
 
 def decoder_decode_step(arch: Architecture, b: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
     """Short-lived bytes of one decode step besides the KV cache (linear workspace and logits)."""
+    steady = dataclasses.replace(traits, repack_on_call=False)  # the prefill repacked every layer already
     layers = max(
-        (linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"), default=0
+        (linear_peak(lin, b, precision, steady, act) for lin in arch.linears if lin.role != "head"), default=0
     )
     return max(layers + b * 4 * arch.hidden * act, logits_bytes(arch, b, act))
 

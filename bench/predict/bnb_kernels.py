@@ -41,6 +41,15 @@ def cpu_packed_workspace(rows: int, n: int, k: int, act_dtype: str) -> int:
     return rows * k * CPU_FUSED_DTYPE_BYTES + rows * n * CPU_FUSED_DTYPE_BYTES
 
 
+def repack_transient(n: int, k: int) -> int:
+    """Peak bytes ``_convert_weight_packed_for_cpu`` holds while it repacks one n x k weight, on the layer's first
+    forward (the old packed weight, counted with the weights, aside): every nibble unpacked into an int32 tensor
+    (4 B each), cast to uint8 (1 B), made contiguous in the new order (1 B), then the high nibbles shifted
+    (0.5 B) and or-ed with the low ones into the new packed weight (0.5 B), all locals alive at once: 7 B per weight.
+    The absmax conversion that follows holds less (the int32 tensor still alive, plus about 1/8 B per weight)."""
+    return 7 * n * k
+
+
 def dequantize_workspace(n: int, k: int, act: int, blocksize: int, double_quant: bool, device_kind: str) -> int:
     """Bytes of the dequantizing path beside the layer's output: the whole weight in the compute dtype, plus the
     float32 absmax of a double-quantized weight (CUDA's fallback keeps the dequantized absmax and its

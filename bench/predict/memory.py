@@ -217,6 +217,7 @@ def predict_memory(
     attn_implementation: str = "sdpa",
     cache: str = "config",
     bnb_4bit_path: str | None = None,
+    first_call: bool = True,
 ) -> MemoryPrediction:
     """Predict the peak memory of one generate (decoder) or encode (encoder) call.
 
@@ -226,11 +227,13 @@ def predict_memory(
     fit is judged against its usable memory (``device_usable_bytes``), its box size shown beside it.
     ``bnb_4bit_path`` is bitsandbytes' CPU 4-bit path (``cpu-avx512bf16-packed`` or ``cpu-dequantize``) where known,
     for a record's own path or a forced switch; else the profile's CPU decides (:func:`.activations.device_traits`).
+    ``first_call``: the call is the first after loading (bitsandbytes' CPU AVX512-BF16 path then repacks each
+    4-bit layer in its first forward); False predicts a model that has run before, as a warmed-up timed region.
     """
     arch = cache_architecture(architecture(model), cache)
     prec = precision if isinstance(precision, Precision) else get_precision(precision)
     check_shape(arch, context_tokens, batch_size, new_tokens)
-    traits = device_traits(device_profile, bnb_4bit_path)
+    traits = dataclasses.replace(device_traits(device_profile, bnb_4bit_path), repack_on_call=first_call)
     device = traits.kind
     weights = weight_bytes(arch, prec, device, packed=prec.quant in ("nf4", "fp4") and traits.packed_4bit)
     if arch.family == DECODER:

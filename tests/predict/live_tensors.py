@@ -39,7 +39,11 @@ def live_tensor_peak(
     model_name: str, precision: str, context: int, batch: int, new: int, cache: str = "config",
     bnb_avx512bf16: bool | None = None,
 ) -> int:
-    """The peak of live tensor bytes over one call (after one warm-up call), in this process."""
+    """The peak of live tensor bytes over one call, after one warm-up call, in this process.
+
+    The warm-up matters beyond caches: the record has no frees of tensors allocated before the profile started
+    (read from torch 2.14.1: bitsandbytes' first-forward repacking shows the old weights as never freed, though
+    the resident set shows them freed), so only a call that frees what it allocated itself is measured here."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 

@@ -285,8 +285,11 @@ def _forced_peaks(capability: str, cases: tuple[tuple, ...]) -> dict[tuple, int]
     return dict(zip(cases, peaks, strict=True))
 
 
-def _predicted_live(model: str, precision: str, context: int, batch: int, new: int, path: str | None) -> int:
-    p = predict_memory(model, precision, context, batch, new, cpu_profile(FORCED_CAPABILITY), bnb_4bit_path=path)
+def _predicted_live(
+    model: str, precision: str, context: int, batch: int, new: int, path: str | None, first_call: bool = False
+) -> int:
+    profile = cpu_profile(FORCED_CAPABILITY)
+    p = predict_memory(model, precision, context, batch, new, profile, bnb_4bit_path=path, first_call=first_call)
     return p.kv_cache_bytes + p.activation_bytes
 
 
@@ -309,7 +312,14 @@ def test_activation_model_on_the_avx512_bf16_path(case) -> None:
     assert _predicted_live(*case[:5], DEQUANTIZE) != pytest.approx(measured, rel=0.05)
 
 
-HOST_CASES = [("phi-3-tiny", "nf4", 128, 1, 4), ("phi-3-tiny", "nf4-dq", 128, 1, 4), ("bert-base-2l", "fp16", 64, 1, 0)]
+# The host cases are the first call after loading: on the AVX512-BF16 path each 4-bit layer is repacked in its first
+# forward, and with phi-3-mini's full-width MLP (16384 x 3072) that repacking, not the activations, makes the peak.
+HOST_CASES = [
+    ("phi-3-tiny", "nf4", 128, 1, 4),
+    ("phi-3-tiny", "nf4-dq", 128, 1, 4),
+    ("phi-3-mini-2l", "nf4", 64, 1, 2),
+    ("bert-base-2l", "fp16", 64, 1, 0),
+]
 
 
 def _check_host_cases(path: str) -> None:
@@ -336,7 +346,8 @@ def test_predicted_host_peak_within_5_percent_dequantizing() -> None:
 
 @pytest.mark.slow
 def test_predicted_host_peak_within_5_percent_avx512_bf16() -> None:
-    """The same cases on bitsandbytes' repacked path: nf4 weights shrink (bfloat16 absmax), nf4-dq's grow."""
+    """The same cases on bitsandbytes' repacked path: nf4 weights shrink (bfloat16 absmax), nf4-dq's grow, and the
+    first forward's repacking is in the peak (without it, phi-3-mini-2l's would be predicted about 26% low)."""
     _needs_avx512_bf16()
     _check_host_cases(PACKED)
 
