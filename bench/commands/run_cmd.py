@@ -298,8 +298,10 @@ def run_command(args: argparse.Namespace) -> int:
         allow_download=args.allow_download,
     )
     from bench.measure.runner import pending_cases
+    from bench.measure.runner import hub_offline_for_workers
     from bench.predict.record_check import prediction_annotator
 
+    hub_offline_for_workers(args.allow_download)  # the quality pass's process too
     quality = run_quality(args, pending_cases(cases, options))
     options = dataclasses.replace(options, annotate=prediction_annotator(quality))  # each record's own prediction
     print(f"bench: {len(cases)} case(s) of suite '{suite.name}' on {device} -> {out}", file=sys.stderr)
