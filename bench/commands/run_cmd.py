@@ -297,8 +297,7 @@ def run_command(args: argparse.Namespace) -> int:
         run_id=env["run_id"],
         allow_download=args.allow_download,
     )
-    from bench.measure.runner import pending_cases
-    from bench.measure.runner import hub_offline_for_workers
+    from bench.measure.runner import hub_offline_for_workers, pending_cases
     from bench.predict.record_check import prediction_annotator
 
     hub_offline_for_workers(args.allow_download)  # the quality pass's process too
