@@ -140,6 +140,19 @@ def test_quantized_prefill_workspace_depends_on_the_device() -> None:
     assert avx2.activation_bytes - avx512.activation_bytes >= 16384 * 3072 * 4 - 256 * 16384 * 16
 
 
+def test_a_cpu_profile_decides_the_4bit_path_and_says_when_it_guesses() -> None:
+    # phi-3-tiny nf4 weights as measured on a CPU host after a forward: 33,533,184 B repacked (bfloat16 absmax),
+    # 33,574,144 B on the dequantizing path
+    bf16 = Measured(cpu_capability="AVX512", cpu_avx512_bf16=True)
+    bf16_host = HardwareProfile(name="bf16 host", kind="cpu", measured=bf16)
+    assert predict_memory("phi-3-tiny", "nf4", 32, 1, 4, bf16_host).weights_bytes == 33_533_184
+    unknown = predict_memory("phi-3-tiny", "nf4", 32, 1, 4, cpu_profile())
+    assert unknown.weights_bytes == 33_574_144
+    assert any("AVX512_BF16 is not recorded" in n for n in unknown.notes)
+    told = predict_memory("phi-3-tiny", "nf4", 32, 1, 4, cpu_profile(), bnb_4bit_path="cpu-dequantize")
+    assert not any("not recorded" in n for n in told.notes)
+
+
 def test_batch_limit_on_a_card() -> None:
     card = gpu("Card 8", 8)
     limit = largest_batch("phi-3-mini", "nf4", 2048, 64, card)
