@@ -122,8 +122,9 @@ def set_avx512bf16_switch(model: Any, enabled: bool | None) -> int:
 def observations(model: Any, device: str) -> dict[str, Any]:
     """What a record keeps of bitsandbytes' choices for a quantized model, read after the timed runs (so a
     repacked state shows): ``bnb_4bit_kernel_path``, the 4-bit ``quant_state`` facts, whether the CPU kernel came
-    from the hub (``bnb_cpu_hub_kernel``), the import's collected hub messages, and torch's CPU capability
-    (bitsandbytes picks its CPU int8 kernels by it)."""
+    from the hub (``bnb_cpu_hub_kernel``), the import's collected hub messages, and what the kernel choice reads
+    of the device: torch's CPU capability (bitsandbytes picks its CPU int8 kernels by it), or the GPU's compute
+    capability and SM count (its CUDA 4-bit rule)."""
     out: dict[str, Any] = {}
     path = kernel_path(model, device)
     if path is not None:
@@ -134,8 +135,12 @@ def observations(model: Any, device: str) -> dict[str, Any]:
     messages = import_bitsandbytes()
     if messages:
         out["bnb_import_messages"] = list(messages)
-    if not device.startswith("cuda"):
-        import torch
+    import torch
 
+    if device.startswith("cuda"):  # what bitsandbytes' CUDA 4-bit rule reads of the GPU (_gpu_dispatch_props)
+        props = torch.cuda.get_device_properties(torch.device(device))
+        out["cuda_compute_capability"] = f"{props.major}.{props.minor}"
+        out["cuda_multiprocessor_count"] = int(props.multi_processor_count)
+    else:
         out["torch_cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
     return out

@@ -10,6 +10,7 @@ never predicts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,9 +71,19 @@ def assumption_mismatches(record: Record, precision: Precision, quantized_layers
 
 def _profile(record: Record, profiles: Sequence[HardwareProfile]) -> HardwareProfile | None:
     """The device to predict for: the record's GPU profile (None: a generic GPU), or its host as a CPU."""
+    q = record.quantization
     if record.device.startswith("cuda"):
-        return profile_for_device_name(record.device_name, profiles) if record.device_name else None
-    capability = record.quantization.get("torch_cpu_capability")
+        found = profile_for_device_name(record.device_name, profiles) if record.device_name else None
+        sms, cc = q.get("cuda_multiprocessor_count"), q.get("cuda_compute_capability")
+        if sms is None and cc is None:
+            return found
+        if found is None:  # the GPU as the record saw it: what bitsandbytes' kernel rule reads
+            return HardwareProfile(
+                name=record.device_name or "GPU", compute_capability=cc, measured=Measured(multiprocessor_count=sms)
+            )
+        measured = dataclasses.replace(found.measured or Measured(), multiprocessor_count=sms)
+        return dataclasses.replace(found, compute_capability=cc or found.compute_capability, measured=measured)
+    capability = q.get("torch_cpu_capability")
     return HardwareProfile(name=record.host or "host", kind="cpu", measured=Measured(cpu_capability=capability))
 
 

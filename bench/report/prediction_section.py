@@ -86,6 +86,10 @@ def prediction_section(groups: Sequence[DeviceGroup]) -> list[Block]:
     ]
     if assumptions:
         blocks.append(
-            Para("The predictor's assumptions the loaded models contradict: " + "; ".join(assumptions), "warn")
+            Para(
+                "What the predictor assumed that the loaded models contradict, or had to guess: "
+                + "; ".join(assumptions),
+                "warn",
+            )
         )
     return blocks

@@ -79,3 +79,17 @@ def test_a_measured_nf4_record_carries_its_path_and_an_exact_weights_prediction(
         checked = attach_prediction(record)
         assert checked.prediction.predicted_weights_bytes == record.memory.weights_bytes, precision
         assert checked.prediction.assumptions == () and DRIFT_FLAG not in checked.flags
+
+
+def test_a_gpu_record_predicts_with_the_sm_count_it_recorded() -> None:
+    """phi-3-mini nf4, a 64-token prefill on an sm86 GPU with 28 SMs (the record's own reading of the device):
+    bitsandbytes 0.50.2 fuses gate_up there (256 blocks of 64 outputs >= 28 SMs: up to 128 rows), so the 96 MiB
+    fp16 copy of that weight is not predicted; without the SM count it is, and the guess is listed."""
+    spec = CaseSpec("phi-3-mini", "nf4", "generate", 1, 64, 2, device="cuda")
+    base = Record(spec=spec, status="ok", device="cuda", device_name="Some GPU", memory=Memory(weights_bytes=1))
+    seen = {"bnb_4bit_kernel_path": "cuda-gemm-4bit", "cuda_compute_capability": "8.6", "cuda_multiprocessor_count": 28}
+    known = attach_prediction(base.replace(quantization=seen)).prediction
+    unknown = attach_prediction(base.replace(quantization={"bnb_4bit_kernel_path": "cuda-gemm-4bit"})).prediction
+    assert unknown.predicted_peak_bytes - known.predicted_peak_bytes >= 16384 * 3072 * 2 - 64 * 16384 * 2 * 4
+    assert known.assumptions == () and any("SM count unknown" in a for a in unknown.assumptions)
+    assert known.peak_reading == metrics.PEAK_READING_ALLOCATOR
