@@ -107,7 +107,7 @@ def run_cpu(cases: Sequence[Case], threads: int | None = None, progress: bool = 
         m = measure_host_case(case.model, case.precision, case.context_tokens, case.batch_size, case.new_tokens,
                               threads=threads)
         p = predict_memory(case.model, case.precision, case.context_tokens, case.batch_size, case.new_tokens,
-                           profile)
+                           profile, bnb_4bit_path=m.bnb_4bit_kernel_path)  # the 4-bit path the case took
         rows.append({
             "case": case.label, "model": case.model, "precision": case.precision,
             "context_tokens": case.context_tokens, "new_tokens": case.new_tokens, "batch_size": case.batch_size,

@@ -29,6 +29,13 @@ def _runner() -> tuple[Callable[..., Any], type]:
     return run_cases, RunOptions
 
 
+def _prediction_annotator() -> Callable[[Any], Any]:
+    """Each extra record's own prediction, as ``bench run`` attaches it (bench.predict.record_check)."""
+    from bench.predict.record_check import prediction_annotator
+
+    return prediction_annotator()
+
+
 def _local_gpu_names() -> list[str]:
     """Names of the CUDA GPUs this process can use (empty without CUDA)."""
     try:
@@ -67,7 +74,7 @@ def find_claim_boundaries(
         run_id = data.records[0].run_id
 
         def make_options(out: Path) -> Any:
-            return options_cls(out_dir=out, run_id=run_id)
+            return options_cls(out_dir=out, run_id=run_id, annotate=_prediction_annotator())
 
     options = make_options(RunFolder(run_dir).boundary().root)
     notes: list[str] = []
@@ -103,7 +110,7 @@ def check_claims_under_cap(
         run_id = data.records[0].run_id
 
         def make_options(out: Path, cap: int) -> Any:
-            return options_cls(out_dir=out, memory_cap_bytes=cap, run_id=run_id)
+            return options_cls(out_dir=out, memory_cap_bytes=cap, run_id=run_id, annotate=_prediction_annotator())
 
     notes: list[str] = []
     gpu_groups = [g for g in group_by_device(data.records) if g.gpu]

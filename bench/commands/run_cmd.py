@@ -296,10 +296,14 @@ def run_command(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         progress_factory=CaseProgress,
         run_id=env["run_id"],
+        allow_download=args.allow_download,
     )
-    from bench.measure.runner import pending_cases
+    from bench.measure.runner import hub_offline_for_workers, pending_cases
+    from bench.predict.record_check import prediction_annotator
 
-    options = dataclasses.replace(options, annotate=run_quality(args, pending_cases(cases, options)))
+    hub_offline_for_workers(args.allow_download)  # the quality pass's process too
+    quality = run_quality(args, pending_cases(cases, options))
+    options = dataclasses.replace(options, annotate=prediction_annotator(quality))  # each record's own prediction
     print(f"bench: {len(cases)} case(s) of suite '{suite.name}' on {device} -> {out}", file=sys.stderr)
     records = run_cases(cases, policy, options)
     from bench.report.terminal import print_summary

@@ -88,6 +88,9 @@ class Measured:
     cuda: str | None = None
     torch: str | None = None
     cpu_capability: str | None = None  # CPU profiles: torch's vector ISA ("AVX2", "AVX512", ...)
+    # CPU profiles: bitsandbytes' has_avx512bf16() (its 4-bit layers repack and run a fused kernel on such CPUs)
+    cpu_avx512_bf16: bool | None = None
+    multiprocessor_count: int | None = None  # CUDA profiles: the GPU's SMs (bitsandbytes' 4-bit kernel rule reads it)
     host: str | None = None
     measured_utc: str | None = None
     source: str | None = None  # what produced these figures (a command, or a reference document)

@@ -92,3 +92,16 @@ def bnb_config(precision: Precision, device: str):  # -> transformers.BitsAndByt
         bnb_4bit_use_double_quant=precision.double_quant,
         bnb_4bit_compute_dtype=compute,
     )
+
+
+# The path bitsandbytes takes for 4-bit matmuls, as a record's ``quantization["bnb_4bit_kernel_path"]`` names it
+# and the predictor models it (read from bitsandbytes 0.50.2; see bench.predict.bnb_kernels):
+# - on a CPU with AVX512_BF16 (bitsandbytes' ``has_avx512bf16()``, its switch ``Linear4bit.support_avx512bf16_for_cpu``
+#   left on) the first forward in eval mode repacks each weight (absmax to bfloat16, double quantization undone)
+#   and every row count runs the fused ``gemv_4bit`` kernel;
+# - on any other CPU the weight is dequantized whole before each matmul;
+# - on CUDA ``gemm_4bit`` runs a fused kernel for a few rows (a rule per GPU architecture) and dequantizes above.
+BNB_4BIT_CPU_PACKED = "cpu-avx512bf16-packed"
+BNB_4BIT_CPU_DEQUANTIZE = "cpu-dequantize"
+BNB_4BIT_CUDA = "cuda-gemm-4bit"
+BNB_4BIT_PATHS = (BNB_4BIT_CPU_PACKED, BNB_4BIT_CPU_DEQUANTIZE, BNB_4BIT_CUDA)

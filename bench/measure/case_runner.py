@@ -391,7 +391,7 @@ class CaseRunner:
             samples=sample_obj,
             memory=memory,
             model_info=info,
-            quantization=loaded.quantization,
+            quantization=dict(loaded.quantization, **_bnb_observations(loaded)),
             telemetry=telemetry.summary,
             flags=tuple(dict.fromkeys(flags)),
             compile_s=compile_s,
@@ -400,6 +400,15 @@ class CaseRunner:
             **self._load_fields(),
             **base,
         )
+
+
+def _bnb_observations(loaded: LoadedModel) -> dict[str, Any]:
+    """bitsandbytes' 4-bit path and quantization state as the timed runs left them (quantized models only)."""
+    if not loaded.precision.quantized:
+        return {}
+    from bench.measure.bnb_runtime import observations
+
+    return observations(loaded.model, loaded.device)
 
 
 def _free(device: str) -> None:

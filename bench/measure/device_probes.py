@@ -161,6 +161,7 @@ def measure_cuda(device: str = "cuda", *, torch_module: Any = None, nvml: Any = 
         cuda_context_bytes=ctx,
         runtime_overhead_bytes=overhead,
         device_total_bytes=int(props.total_memory),
+        multiprocessor_count=getattr(props, "multi_processor_count", None),
         device_name=str(props.name),
         driver=driver,
         cuda=str(torch.version.cuda),
@@ -179,6 +180,13 @@ def cpu_model_name() -> str:
     from bench.measure.case_runner import cpu_name
 
     return cpu_name() or "CPU"
+
+
+def _cpu_avx512_bf16() -> bool:
+    """Whether bitsandbytes takes its AVX512-BF16 4-bit path on this CPU (its own check, or the CPU flag)."""
+    from bench.measure.bnb_runtime import has_avx512_bf16
+
+    return has_avx512_bf16()
 
 
 def measure_cpu(*, torch_module: Any = None, quick: bool = False, timer: Timer = host_timer) -> Measured:
@@ -200,6 +208,7 @@ def measure_cpu(*, torch_module: Any = None, quick: bool = False, timer: Timer =
         device_name=cpu_model_name(),
         torch=str(torch.__version__),
         cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
+        cpu_avx512_bf16=_cpu_avx512_bf16(),
         host=socket.gethostname(),
         machine=machine.fingerprint().digest,
         measured_utc=utc_now(),

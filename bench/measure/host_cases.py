@@ -30,6 +30,7 @@ class HostCaseMeasurement:
     weights_bytes: int
     kv_cache_bytes: int | None
     seconds: float
+    bnb_4bit_kernel_path: str | None = None  # which 4-bit path bitsandbytes took (bench.config.precision)
 
     @property
     def measured_bytes(self) -> int:
@@ -56,6 +57,7 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     from bench.config.models import DECODER, resolve_source
     from bench.config.precision import get_precision
+    from bench.measure.bnb_runtime import kernel_path
     from bench.measure.loader import load_model, random_checkpoint
     from bench.measure.memory import host_peak_rss_bytes, host_rss_bytes, kv_cache_bytes, reset_host_peak
     from bench.measure.quantization import weights_bytes
@@ -64,9 +66,11 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(spec.get("threads") or torch.get_num_threads()))
     source = resolve_source(spec["model"], "random")
     precision = get_precision(spec["precision"])
+    switch = spec.get("bnb_avx512bf16")
     if precision.quantized:
-        import bitsandbytes  # noqa: F401 - imported before the baseline, as a worker would have it
+        from bench.measure.bnb_runtime import import_bitsandbytes
 
+        import_bitsandbytes()  # imported before the baseline, as a worker would have it
         random_checkpoint(source)
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
@@ -80,6 +84,10 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     def load() -> Any:
         loaded = load_model(source, precision, "cpu")
+        if switch is not None:
+            from bench.measure.bnb_runtime import set_avx512bf16_switch
+
+            set_avx512bf16_switch(loaded.model, switch)
         with torch.no_grad():  # weights loaded from a file may still be mapped pages: make them all resident
             for t in (*loaded.model.parameters(), *loaded.model.buffers()):
                 if t.numel():
@@ -120,6 +128,7 @@ def _run_host_case(spec: dict[str, Any]) -> dict[str, Any]:
         "loaded_rss_bytes": loaded_rss,
         "weights_bytes": weights_bytes(loaded.model),
         "kv_cache_bytes": kv,
+        "bnb_4bit_kernel_path": kernel_path(loaded.model, "cpu") if precision.quantized else None,
         "seconds": seconds,
     }
 
@@ -129,16 +138,28 @@ def measure_host_cases(
     *,
     threads: int | None = None,
     timeout_s: float = 1800.0,
+    bnb_avx512bf16: bool | None = None,
 ) -> list[HostCaseMeasurement]:
     """Measure several ``(model, precision, context, batch, new_tokens)`` cases one after another in one fresh
-    process (each with its own warm-up and baseline); see :func:`measure_host_case`."""
+    process (each with its own warm-up and baseline); see :func:`measure_host_case`. ``bnb_avx512bf16`` sets
+    bitsandbytes' CPU AVX512-BF16 switch on the 4-bit layers (:func:`bench.measure.bnb_runtime.set_avx512bf16_switch`;
+    None: the library's choice)."""
     specs = [
-        {"model": m, "precision": p, "context_tokens": c, "batch_size": b, "new_tokens": n, "threads": threads}
+        {
+            "model": m,
+            "precision": p,
+            "context_tokens": c,
+            "batch_size": b,
+            "new_tokens": n,
+            "threads": threads,
+            "bnb_avx512bf16": bnb_avx512bf16,
+        }
         for m, p, c, b, n in cases
     ]
     env = dict(os.environ, **HOST_MALLOC_ENV)
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")  # no hub lookups in the measuring process (bench.measure.bnb_runtime)
     proc = subprocess.run(
         [sys.executable, "-m", "bench.measure.host_cases", "--host-cases", json.dumps(specs)],
         capture_output=True,

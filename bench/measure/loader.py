@@ -123,6 +123,10 @@ def load_model(
 ) -> LoadedModel:
     """Load the model a case needs, on ``device``, and verify that the precision really applied."""
     require_bitsandbytes(precision)
+    if precision.quantized:
+        from bench.measure.bnb_runtime import import_bitsandbytes
+
+        import_bitsandbytes()  # before transformers imports it: quietly, its hub messages kept for the record
     dtype_name = runtime_dtype(precision, device)
     if precision.quantized or source.checkpoint is not None:
         path = source.checkpoint or random_checkpoint(source, seed)

@@ -24,6 +24,8 @@ class RunOptions:
     # end_case(record). Injected by the command (measurement never draws on the terminal itself).
     progress_factory: Callable[[int], Any] | None = field(default=None, compare=False)
     run_id: str = ""
+    # the hub stays offline for the run's workers (HF_HUB_OFFLINE=1) unless downloads were allowed (--allow-download)
+    allow_download: bool = False
     in_process: bool = False  # run in this process (debugging; a crash takes the run down)
     on_record: Callable[[Record], None] | None = field(default=None, compare=False)
     # applied to each record before it is written (the quality pass's block: bench.measure.quality_stage)

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.measure.run_options import RunOptions
-from bench.measure.worker_process import Worker, mp_context, quiet_libraries
+from bench.measure.worker_process import Worker, hub_offline_for_workers, mp_context, quiet_libraries
 from bench.results.record import Memory, Record
 from bench.results.run_folder import RunFolder
 
@@ -149,6 +149,7 @@ def run_cases(cases: Sequence[CaseSpec], policy: TimingPolicy, options: RunOptio
     """Run every pending case, appending each record to the run folder ``out_dir`` as it ends."""
     folder = RunFolder(options.out_dir).create()
     todo = order_for_groups(pending_cases(cases, options))
+    hub_offline_for_workers(options.allow_download)
     if not options.in_process:
         from bench.config.precision import bitsandbytes_available, get_precision
 

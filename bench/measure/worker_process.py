@@ -22,13 +22,21 @@ from bench.measure.run_options import RunOptions
 PRELOAD = ["torch", "transformers", "bench.measure.case_runner"]
 # bitsandbytes takes seconds to import; preloading it is safe only where no CUDA device is used (its
 # import may initialise CUDA, which a forked worker cannot inherit), so GPU workers import it lazily.
-PRELOAD_CPU_QUANTIZED = ["bitsandbytes"]
+PRELOAD_CPU_QUANTIZED = ["bench.measure.bnb_preload"]  # bitsandbytes, imported quietly (bench.measure.bnb_runtime)
 # What every worker imports on its first model load (transformers' modeling and generation code, with scipy
 # under it): about 2.4 s per worker on a loaded 2-core host (python -X importtime), once per model x
 # precision group. Preloaded for CPU-only runs, like bitsandbytes (GPU workers keep importing it lazily).
 PRELOAD_CPU = ["transformers.modeling_layers", "transformers.masking_utils", "transformers.generation.utils"]
 RUNNER_WATCH_PERIOD_S = 0.5  # how often a worker checks that its runner is still alive
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def hub_offline_for_workers(allow_download: bool) -> None:
+    """Keep the Hugging Face Hub offline in this process and the workers it starts (``HF_HUB_OFFLINE=1``, read by
+    huggingface_hub, transformers and kernels), unless downloads are allowed; an offline setting already in the
+    environment is left as it is either way. Set before the forkserver starts: its workers inherit it."""
+    if not allow_download:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def quiet_libraries() -> None:

@@ -4,24 +4,24 @@ The stages follow the order in which transformers' Phi-3/Llama and BERT code all
 tensors in one forward pass: inputs_embeds and the layer input stay alive, the MLP holds gate_up, act
 and product at once, SDPA with flash/memory-efficient kernels never builds the L x L matrix (eager
 attention does), generate computes logits for the last token only, then an fp32 copy. Each linear
-layer adds the temporary buffers of its matmul: 4-bit prefill dequantizes a whole weight (on CUDA,
-up to 4 rows run a fused kernel instead); LLM.int8 holds an int32 product; on a CPU without AVX-512,
-int8 matmuls run in float32. A phase's peak is its largest stage.
+layer adds the temporary buffers of its matmul: a 4-bit layer dequantizes its whole weight, or runs a
+fused kernel where bitsandbytes picks one (:mod:`.bnb_kernels`: on a CPU with AVX512_BF16 for every row
+count, on CUDA for a few rows by a rule per GPU architecture); LLM.int8 holds an int32 product; on a CPU
+without AVX-512, int8 matmuls run in float32. A phase's peak is its largest stage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bench.config.hardware import HardwareProfile
-from bench.config.precision import Precision
+from bench.config.precision import BNB_4BIT_CPU_DEQUANTIZE, BNB_4BIT_CPU_PACKED, BNB_4BIT_CUDA, Precision, runtime_dtype
+from bench.predict import bnb_kernels
 from bench.predict.architecture import Architecture, LinearLayer
 from bench.predict.weights import BLOCKSIZE_4BIT
-
-GEMV_4BIT_MAX_ROWS = 4  # on CUDA, bitsandbytes runs 4-bit matmuls of up to 4 rows without dequantizing
 
 Stages = list[tuple[str, int]]
 LinearPeak = Callable[[LinearLayer], int]
@@ -33,14 +33,45 @@ class DeviceTraits:
 
     kind: str  # "cuda" | "cpu"
     cpu_avx512: bool = False
+    # bitsandbytes' 4-bit path (bench.config.precision.BNB_4BIT_PATHS); the CPU default is the dequantizing one
+    bnb_4bit_path: str = ""
+    compute_capability: str | None = None  # CUDA: "8.6"; None for a generic GPU
+    sm_count: int | None = None  # CUDA: streaming multiprocessors, where a profile measured them
+    # where the path is a guess (a CPU profile that does not say whether it has AVX512_BF16): why
+    path_assumed: str = ""
+    # the repacked path's first forward after loading repacks each layer as it runs (a transient per layer);
+    # False for a model that has run before (a warmed-up timed region), and for decode steps
+    repack_on_call: bool = True
+
+    @property
+    def packed_4bit(self) -> bool:
+        """True on bitsandbytes' CPU AVX512-BF16 path (weights repacked, a fused kernel for every row count)."""
+        return self.bnb_4bit_path == BNB_4BIT_CPU_PACKED
 
 
-def device_traits(profile: HardwareProfile | None) -> DeviceTraits:
-    """The traits of a profile's device: None is a generic CUDA GPU; a CPU has AVX-512 if measured so."""
+def device_traits(profile: HardwareProfile | None, bnb_4bit_path: str | None = None) -> DeviceTraits:
+    """The traits of a profile's device: None is a generic CUDA GPU; a CPU has AVX-512 if measured so.
+
+    bitsandbytes' CPU 4-bit path is ``bnb_4bit_path`` where given (the path a record says it took, or a test's
+    forced switch), else the profile's ``cpu_avx512_bf16`` (bitsandbytes repacks on such CPUs); a CPU profile that
+    does not say is assumed to take the dequantizing path, and :attr:`DeviceTraits.path_assumed` says so.
+    """
     if profile is None or profile.kind == "cuda":
-        return DeviceTraits("cuda")
-    capability = (profile.measured.cpu_capability if profile.measured else None) or ""
-    return DeviceTraits("cpu", cpu_avx512="512" in capability.upper())
+        sms = profile.measured.multiprocessor_count if profile is not None and profile.measured else None
+        cc = profile.compute_capability if profile is not None else None
+        return DeviceTraits("cuda", bnb_4bit_path=BNB_4BIT_CUDA, compute_capability=cc, sm_count=sms)
+    measured = profile.measured
+    capability = (measured.cpu_capability if measured else None) or ""
+    assumed = ""
+    if bnb_4bit_path is None:
+        bf16 = measured.cpu_avx512_bf16 if measured else None
+        if bf16 is None:
+            assumed = (
+                f"whether {profile.name} has AVX512_BF16 is not recorded in its profile: bitsandbytes' "
+                "dequantizing 4-bit path assumed (a CPU with it repacks 4-bit weights; run 'bench profile')"
+            )
+        bnb_4bit_path = BNB_4BIT_CPU_PACKED if bf16 else BNB_4BIT_CPU_DEQUANTIZE
+    return DeviceTraits("cpu", "512" in capability.upper(), bnb_4bit_path, path_assumed=assumed)
 
 
 @dataclass(frozen=True)
@@ -67,10 +98,21 @@ def linear_peak(lin: LinearLayer, rows: int, precision: Precision, traits: Devic
                 return quant_a + max(rows * k * 4 + n * k * 4 + rows * n * 4, dequant)
             return quant_a + dequant
         return quant_a + rows * n * 4 + out  # int32 product (cuBLASLt), dequantized in one kernel
-    if traits.kind == "cuda" and rows <= GEMV_4BIT_MAX_ROWS:
+    act_dtype = runtime_dtype(precision, traits.kind)
+    if traits.packed_4bit:
+        fused = out + bnb_kernels.cpu_packed_workspace(rows, n, k, act_dtype)
+        # the repacking runs before the matmul, its locals freed before the output exists
+        return max(fused, bnb_kernels.repack_transient(n, k)) if traits.repack_on_call else fused
+    if traits.kind == "cuda" and cuda_4bit_fused(traits, rows, n, k, act_dtype):
         return out  # fused 4-bit kernel, no dequantized copy
-    extra = math.ceil(k * n / BLOCKSIZE_4BIT) * 4 if precision.double_quant else 0  # float32 absmax
-    return out + n * k * act + extra  # the whole weight dequantized to the compute dtype
+    return out + bnb_kernels.dequantize_workspace(n, k, act, BLOCKSIZE_4BIT, precision.double_quant, traits.kind)
+
+
+def cuda_4bit_fused(traits: DeviceTraits, rows: int, n: int, k: int, act_dtype: str) -> bool:
+    """Whether bitsandbytes runs its fused 4-bit kernel for this layer on the traits' GPU; where its rule needs an
+    SM count or compute capability the profile lacks, the dequantized weight (the larger footprint) is assumed."""
+    fused = bnb_kernels.cuda_fused(rows, n, k, act_dtype, traits.compute_capability, traits.sm_count)
+    return bool(fused)
 
 
 def logits_bytes(arch: Architecture, b: int, act: int) -> int:
@@ -183,8 +225,9 @@ def _decoder_mlp_stages(arch: Architecture, t: int, act: int, mlp_base: int, pea
 
 def decoder_decode_step(arch: Architecture, b: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
     """Short-lived bytes of one decode step besides the KV cache (linear workspace and logits)."""
+    steady = dataclasses.replace(traits, repack_on_call=False)  # the prefill repacked every layer already
     layers = max(
-        (linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"), default=0
+        (linear_peak(lin, b, precision, steady, act) for lin in arch.linears if lin.role != "head"), default=0
     )
     return max(layers + b * 4 * arch.hidden * act, logits_bytes(arch, b, act))
 

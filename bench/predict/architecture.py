@@ -14,6 +14,7 @@ version (:mod:`bench.predict.arch_cache`), so a registered model is read back wi
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -216,18 +217,45 @@ def _meta_model(family: str, config: Any) -> Any:
         return cls.from_config(config, dtype=torch.float16)
 
 
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _quantization_rule(model: Any) -> Callable[[str], bool]:
     """Whether bitsandbytes would replace the linear module of this name, by transformers' own rule."""
     try:
         from transformers.quantizers.base import get_keys_to_not_convert
 
         skip = list(get_keys_to_not_convert(model))
-    except ImportError:  # older transformers: the same rule (output embeddings and the last module)
+    except ImportError:  # older transformers: the same rule (output embeddings and the last module), guessed
+        warnings.warn(
+            f"transformers {_transformers_version()} has no quantizers.base.get_keys_to_not_convert (read from "
+            "transformers 5.25): the predictor guesses that only 'lm_head' stays unquantized",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         skip = ["lm_head"]
     skip += list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    from bench.config.precision import bitsandbytes_available
+
+    if bitsandbytes_available():  # transformers' integration imports bitsandbytes: quietly first
+        from bench.config.bnb_import import import_bitsandbytes
+
+        import_bitsandbytes()
     try:
         from transformers.integrations.bitsandbytes import should_convert_module
     except ImportError:
+        warnings.warn(
+            f"transformers {_transformers_version()} has no integrations.bitsandbytes.should_convert_module (read "
+            "from transformers 5.25): the predictor matches module names itself",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
         def should_convert_module(full_name: str, patterns: list[str] | None = None) -> bool:
             return not any(

@@ -24,6 +24,7 @@ from bench.predict.activations import (
     encoder_forward,
 )
 from bench.predict.architecture import DTYPE_BYTES, Architecture, architecture, check_shape
+from bench.predict.bnb_kernels import CUDA_FUSED_FLOOR_ROWS, CUDA_FUSED_MAX_ROWS, READ_FROM
 from bench.predict.fixed_costs import cpu_fixed_costs, cuda_fixed_costs
 from bench.predict.kv_cache import (
     cache_window,
@@ -171,6 +172,23 @@ def prediction_notes(
     return tuple(notes)
 
 
+def four_bit_notes(precision: Precision, traits: DeviceTraits) -> tuple[str, ...]:
+    """Which bitsandbytes 4-bit path the prediction follows, read from which source, and where it is a guess."""
+    if precision.quant not in ("nf4", "fp4"):
+        return ()
+    notes = [f"bitsandbytes 4-bit path: {traits.bnb_4bit_path} (as read from the {READ_FROM} source)"]
+    if traits.path_assumed:
+        notes.append(traits.path_assumed)
+    if traits.kind == "cuda":
+        notes.append(
+            f"CUDA fused 4-bit kernel for up to {CUDA_FUSED_FLOOR_ROWS} rows, dequantized weight above "
+            f"{CUDA_FUSED_MAX_ROWS}; between, {READ_FROM}'s rule by GPU architecture and SM count, not yet "
+            "confirmed on a GPU"
+            + ("" if traits.sm_count else " (SM count unknown: the dequantized weight assumed where the rule needs it)")
+        )
+    return tuple(notes)
+
+
 def cache_architecture(arch: Architecture, cache: str = "config") -> Architecture:
     """The architecture as a cache policy runs it: ``full`` removes the sliding window (mask and cache)."""
     window = cache_window(arch, cache)
@@ -198,6 +216,8 @@ def predict_memory(
     *,
     attn_implementation: str = "sdpa",
     cache: str = "config",
+    bnb_4bit_path: str | None = None,
+    first_call: bool = True,
 ) -> MemoryPrediction:
     """Predict the peak memory of one generate (decoder) or encode (encoder) call.
 
@@ -205,13 +225,17 @@ def predict_memory(
     CUDA GPU (assumed context, no card limit); a ``cpu`` profile predicts the host process's growth.
     ``cache`` is the KV-cache policy (``config``, ``window`` or ``full``: the window removed). A card's
     fit is judged against its usable memory (``device_usable_bytes``), its box size shown beside it.
+    ``bnb_4bit_path`` is bitsandbytes' CPU 4-bit path (``cpu-avx512bf16-packed`` or ``cpu-dequantize``) where known,
+    for a record's own path or a forced switch; else the profile's CPU decides (:func:`.activations.device_traits`).
+    ``first_call``: the call is the first after loading (bitsandbytes' CPU AVX512-BF16 path then repacks each
+    4-bit layer in its first forward); False predicts a model that has run before, as a warmed-up timed region.
     """
     arch = cache_architecture(architecture(model), cache)
     prec = precision if isinstance(precision, Precision) else get_precision(precision)
     check_shape(arch, context_tokens, batch_size, new_tokens)
-    traits = device_traits(device_profile)
+    traits = dataclasses.replace(device_traits(device_profile, bnb_4bit_path), repack_on_call=first_call)
     device = traits.kind
-    weights = weight_bytes(arch, prec, device)
+    weights = weight_bytes(arch, prec, device, packed=prec.quant in ("nf4", "fp4") and traits.packed_4bit)
     if arch.family == DECODER:
         peak = decoder_peak(arch, prec, traits, context_tokens, batch_size, new_tokens, attn_implementation)
     else:
@@ -243,7 +267,7 @@ def predict_memory(
         peak_phase=peak.phase,
         peak_stage=peak.stage,
         device_memory_bytes=card.memory_bytes if card else None,
-        notes=prediction_notes(arch, prec, device_profile, device, context_tokens),
+        notes=prediction_notes(arch, prec, device_profile, device, context_tokens) + four_bit_notes(prec, traits),
         calibration={"context_bytes": costs.context_basis, "slack_bytes": costs.slack_basis},
         device_usable_bytes=card.usable_memory_bytes if card else None,
         usable_source=card.usable_source if card else None,

@@ -3,6 +3,9 @@
 The bytes of each quantized layer follow bitsandbytes' storage: int8 keeps a float32 scale per output
 row (SCB); 4-bit keeps packed nibbles, one absmax per block of 64 (float32, or uint8 plus a float32
 absmax per 256 blocks, a 256-entry code and an offset with double quantization) and a 16-entry code.
+On bitsandbytes' CPU AVX512-BF16 path (:mod:`.bnb_kernels`) the first forward repacks each 4-bit layer: the
+nibbles keep their bytes, absmax becomes one bfloat16 per block and double quantization is undone (the offset
+stays), so the figures here are those after the first forward, as a run measures them.
 What stays unquantized (embeddings, lm_head, norms, biases) takes the runtime dtype; buffers keep
 their own dtype unless they are float16, which follows the runtime dtype.
 """
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 from bench.config.precision import Precision, runtime_dtype
 from bench.predict.architecture import DTYPE_BYTES, Architecture
+from bench.predict.bnb_kernels import packed_absmax_bytes
 
 BLOCKSIZE_4BIT = 64  # bitsandbytes' default block size for 4-bit weights
 NESTED_BLOCKSIZE = 256  # double quantization: one float32 absmax per 256 blocks
@@ -42,28 +46,34 @@ def loaded_dtype(tensor_dtype: str, runtime: str) -> str:
     return runtime if tensor_dtype == "float16" else tensor_dtype
 
 
-def quantized_linear_bytes(out_features: int, in_features: int, precision: Precision) -> tuple[int, int]:
-    """``(storage bytes, quantization-state bytes)`` of one bitsandbytes linear weight (bias excluded)."""
+def quantized_linear_bytes(
+    out_features: int, in_features: int, precision: Precision, packed: bool = False
+) -> tuple[int, int]:
+    """``(storage bytes, quantization-state bytes)`` of one bitsandbytes linear weight (bias excluded); ``packed``:
+    after the CPU AVX512-BF16 repacking."""
     n = out_features * in_features
     if precision.quant == "int8":
         return n, out_features * 4  # int8 weight + float32 SCB per output row
     blocks = math.ceil(n / BLOCKSIZE_4BIT)
     storage = (n + 1) // 2
-    if precision.double_quant:
+    if packed:
+        state = packed_absmax_bytes(blocks) + (OFFSET_BYTES if precision.double_quant else 0)
+    elif precision.double_quant:
         state = blocks + math.ceil(blocks / NESTED_BLOCKSIZE) * 4 + NESTED_CODE_BYTES + OFFSET_BYTES
     else:
         state = blocks * 4
     return storage, state + CODE_4BIT_BYTES
 
 
-def weight_bytes(arch: Architecture, precision: Precision, device: str = "cuda") -> WeightBytes:
-    """Bytes of the loaded model at a precision on a device kind (its runtime dtype for what stays unquantized)."""
+def weight_bytes(arch: Architecture, precision: Precision, device: str = "cuda", packed: bool = False) -> WeightBytes:
+    """Bytes of the loaded model at a precision on a device kind (its runtime dtype for what stays unquantized);
+    ``packed``: 4-bit layers repacked by bitsandbytes' CPU AVX512-BF16 path (after the first forward)."""
     runtime = runtime_dtype(precision, device)
     size = DTYPE_BYTES[runtime]
     quantized = state = plain = buffers = 0
     for lin in arch.linears:
         if precision.quantized and lin.quantized:
-            storage, qstate = quantized_linear_bytes(lin.out_features, lin.in_features, precision)
+            storage, qstate = quantized_linear_bytes(lin.out_features, lin.in_features, precision, packed)
             quantized += storage
             state += qstate
         elif not lin.tied:

@@ -27,6 +27,7 @@ from bench.report.claims_section import ClaimResults, claims_section, judge_grou
 from bench.report.device_section import device_section, failure_gaps
 from bench.report.document import Block, Bullets, Heading, Image, Para, render_html, render_markdown
 from bench.report.load_section import loading_section
+from bench.report.prediction_section import prediction_section
 from bench.report.quantization_cost import quantization_cost_blocks
 from bench.report.run_data import DeviceGroup, RunData, group_by_device, load_run
 from bench.report.sections import environment_section, quality_section
@@ -126,6 +127,7 @@ def build_report(
     blocks += advice_blocks(data.records)
     blocks += environment_section(data, groups)
     blocks += quality_section(groups)
+    blocks += prediction_section(groups)
     blocks.append(Heading("Gaps", 2))
     blocks.append(Bullets(tuple(gaps)) if gaps else Para("None: every expected case has a record.", "ok"))
 

@@ -23,6 +23,8 @@ FLAG_MEANINGS = {
     "every token (as runtimes that ignore the window do, e.g. transformers 4.x with eager or sdpa attention)",
     "built_without_window": "an older record (schema 1) of a Phi-3 model built without the checkpoint's "
     "sliding window: its KV cache keeps every token, so its memory is that of a runtime that ignores the window",
+    "predictor_drift": "the predictor's weights or peak for this case are off the measurement by more than 5% "
+    "(see Predicted against measured): the predictor's model of the libraries no longer holds here",
 }
 ALWAYS_SHOWN_FLAGS = ("noisy", "throttled", "random_weights")
 

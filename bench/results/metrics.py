@@ -285,3 +285,48 @@ def measured_nvidia_smi_bytes(record: Record) -> int | None:
     if view.error is not None:
         return None
     return view.nvml_process_after_bytes if view.nvml_process_after_bytes is not None else view.nvml_process_peak_bytes
+
+
+# --------------------------------------------------------------------------- the predictor beside the measurement
+
+PREDICTOR_DRIFT_FRACTION = 0.05  # a prediction off the measurement by more than this flags the record
+PEAK_READING_ALLOCATOR = "allocator peak"  # CUDA: torch's allocator peak over the timed region
+# CPU: what a case adds to a warm process's resident set (the predictor's calibration; measured by
+# bench.measure.host_cases.measure_host_cases, not by a run's workers, whose baseline is a cold process's: a first
+# load and run there also pays imports, thread pools and heap growth, tens of MiB the predictor does not model)
+PEAK_READING_HOST_RSS = "host peak RSS growth in a warm process"
+
+
+def measured_peak_for_prediction(record: Record) -> int | None:
+    """The measured figure a record's predicted peak stands beside, in the reading the prediction names
+    (``record.prediction.peak_reading``): the allocator peak of the timed region on CUDA. None where the record
+    holds no such reading: a CPU record's host figures are a cold worker's (see :data:`PEAK_READING_HOST_RSS`), so
+    only its weights are held against the prediction."""
+    if record.prediction.peak_reading == PEAK_READING_ALLOCATOR:
+        return record.memory.peak_allocated_bytes
+    return None
+
+
+def relative_gap(predicted: int | None, measured: int | None) -> float | None:
+    """(predicted - measured) / measured: positive when the predictor says more than was measured; None when
+    either is unknown or nothing was measured."""
+    if predicted is None or not measured:
+        return None
+    return (predicted - measured) / measured
+
+
+def prediction_gaps(record: Record) -> dict[str, float]:
+    """The predictor's gaps to the measurement of this record: ``predicted_peak_gap_fraction`` and
+    ``predicted_weights_gap_fraction`` (see :func:`relative_gap`), where both figures are known."""
+    p = record.prediction
+    gaps = {
+        "predicted_peak_gap_fraction": relative_gap(p.predicted_peak_bytes, measured_peak_for_prediction(record)),
+        "predicted_weights_gap_fraction": relative_gap(p.predicted_weights_bytes, record.memory.weights_bytes),
+    }
+    return {k: v for k, v in gaps.items() if v is not None}
+
+
+def predictor_drifted(record: Record) -> bool:
+    """True when the predicted peak or weights are off the measurement by more than
+    :data:`PREDICTOR_DRIFT_FRACTION` (the record is then flagged ``predictor_drift``)."""
+    return any(abs(v) > PREDICTOR_DRIFT_FRACTION for v in prediction_gaps(record).values())

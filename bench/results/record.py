@@ -14,7 +14,7 @@ from bench.results.load_phase import LoadPhase, UserView
 
 # The version of the record's JSON form, stored under "schema". Records written before the field
 # existed are version 1. A change to the form bumps it and adds a step to _UPGRADES.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FIRST_SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 # Registered Phi-3 models that version-1 harnesses built from transformers' Phi3Config() defaults,
@@ -54,6 +54,16 @@ def _upgrade_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _UPGRADES[2] = _upgrade_2_to_3
+
+
+def _upgrade_3_to_4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 adds the predictor's figures beside the measured ones (``prediction``) and, in ``quantization``,
+    the 4-bit path bitsandbytes took and its quantization state: a version-3 record has neither, so they keep
+    their defaults ("not recorded") and such a record is never flagged ``predictor_drift``."""
+    return dict(data)
+
+
+_UPGRADES[3] = _upgrade_3_to_4
 
 
 def upgrade_record_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +186,35 @@ class Roofline:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """What the memory predictor (bench.predict) said for this case, attached when the record was written, so
+    that every record carries its own prediction beside its measurement; None where there was none.
+
+    ``peak_reading`` names the measured reading the predicted peak stands beside
+    (:func:`bench.results.metrics.measured_peak_for_prediction`); ``bnb_4bit_path`` is the bitsandbytes 4-bit path
+    predicted for; ``assumptions`` lists what the predictor assumes of the libraries that the loaded model
+    contradicted, or that it had to guess; ``note`` says why there is no prediction.
+    """
+
+    predicted_peak_bytes: int | None = None
+    predicted_weights_bytes: int | None = None
+    peak_reading: str | None = None
+    bnb_4bit_path: str | None = None
+    assumptions: tuple[str, ...] = ()
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dict(dataclasses.asdict(self), assumptions=list(self.assumptions))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Prediction:
+        """Inverse of :meth:`to_dict`; ignores unknown keys; None or {} is "not recorded"."""
+        found = from_known_fields(cls, data or {})
+        return dataclasses.replace(found, assumptions=tuple(found.assumptions or ()))
+
+
+@dataclass(frozen=True)
 class Record:
     """The result of one case. Statistics are derived from ``samples`` by :attr:`metrics`."""
 
@@ -210,6 +249,8 @@ class Record:
     # bench.results.quality): kl_mean_nats, kl_p99_nats, top1_agreement, perplexity, reference_precision,
     # eval_text_chars, tokens_scored, ...; empty where not measured (no --quality)
     quality: dict[str, Any] = field(default_factory=dict)
+    # schema 4: the predictor's peak and weights for this case (bench.predict.record_check); gaps in ``metrics``
+    prediction: Prediction = field(default_factory=Prediction)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -247,8 +288,12 @@ class Record:
                         rf.window_tokens,
                     )
                 )
+            out.update(metrics.prediction_gaps(self))
             return out
-        return metrics.encode_metrics(self.samples.latency_s, s.batch_size, s.context_tokens)
+        out = metrics.encode_metrics(self.samples.latency_s, s.batch_size, s.context_tokens)
+        if out:
+            out.update(metrics.prediction_gaps(self))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for one JSONL line; ``metrics`` is included for readers but recomputed on load."""
@@ -278,6 +323,7 @@ class Record:
             "user_view": self.user_view.to_dict(),
             "machine": self.machine,
             "quality": self.quality,
+            "prediction": self.prediction.to_dict(),
             "metrics": self.metrics,
         }
 
@@ -310,6 +356,7 @@ class Record:
             user_view=UserView.from_dict(data.get("user_view")),
             machine=str(data.get("machine") or ""),
             quality=dict(data.get("quality") or {}),
+            prediction=Prediction.from_dict(data.get("prediction")),
         )
 
     def replace(self, **changes: Any) -> Record:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -173,6 +174,9 @@ def test_cpu_profile_measures_this_host() -> None:
     assert m.memory_bandwidth_bytes_per_s > 1e8
     assert m.matmul_fp32_flops_per_s > 1e6
     assert m.cpu_capability and m.host
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else None
+    if flags is not None:  # bitsandbytes' own AVX512_BF16 check agrees with the kernel's flag list
+        assert m.cpu_avx512_bf16 is ("avx512_bf16" in flags)
     prof = profile_device("cpu", quick=True)
     assert prof.kind == "cpu" and prof.memory_bytes > GiB and prof.measured is not None
     assert prof.bandwidth_basis == "measured"

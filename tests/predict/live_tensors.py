@@ -30,32 +30,31 @@ NO_SUCH_CAPABILITY = 3  # the child's exit status when torch cannot run the kern
 
 def set_bnb_avx512bf16(model, enabled: bool | None) -> int:
     """Set bitsandbytes' AVX512-BF16 switch on every 4-bit layer of ``model`` (None: leave it); the layers set."""
-    if enabled is None:
-        return 0
-    from bitsandbytes.functional import has_avx512bf16
-    from bitsandbytes.nn import Linear4bit
+    from bench.measure.bnb_runtime import set_avx512bf16_switch
 
-    if enabled and not has_avx512bf16():
-        raise RuntimeError("this CPU has no AVX512_BF16: bitsandbytes cannot take that path here")
-    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = enabled
-    return len(layers)
+    return set_avx512bf16_switch(model, enabled)
 
 
 def live_tensor_peak(
     model_name: str, precision: str, context: int, batch: int, new: int, cache: str = "config",
     bnb_avx512bf16: bool | None = None,
 ) -> int:
-    """The peak of live tensor bytes over one call (after one warm-up call), in this process."""
+    """The peak of live tensor bytes over one call, after one warm-up call, in this process.
+
+    The warm-up matters beyond caches: the record has no frees of tensors allocated before the profile started
+    (read from torch 2.14.1: bitsandbytes' first-forward repacking shows the old weights as never freed, though
+    the resident set shows them freed), so only a call that frees what it allocated itself is measured here."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from bench.config.models import DECODER, resolve_source
     from bench.config.precision import get_precision
+    from bench.measure.bnb_runtime import import_bitsandbytes
     from bench.measure.loader import load_model
     from bench.measure.scenarios import make_prompt, run_encode, run_generate
 
+    if get_precision(precision).quantized:
+        import_bitsandbytes()
     loaded = load_model(resolve_source(model_name, "random", cache), get_precision(precision), "cpu")
     set_bnb_avx512bf16(loaded.model, bnb_avx512bf16)
     prompt = make_prompt(loaded.model.config.vocab_size, batch, context, 0, "cpu")
@@ -87,7 +86,7 @@ def live_tensor_peaks(cases: list[tuple], capability: str = "avx2") -> list[int]
     """``live_tensor_peak`` of each case, measured in one fresh process whose torch runs ``capability`` kernels
     (``avx2``, ``avx512`` or ``default``; torch can only lower it below what the host has)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": path}
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, __file__, capability, json.dumps(cases)],
         env=env, capture_output=True, text=True, timeout=600, check=False,

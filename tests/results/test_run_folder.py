@@ -188,7 +188,7 @@ def _stored_record() -> dict:
 
 def test_a_stored_schema_1_record_is_upgraded_explicitly():
     data = _stored_record()
-    assert data["schema"] == 1 and SCHEMA_VERSION == 3
+    assert data["schema"] == 1 and SCHEMA_VERSION == 4
     upgraded = upgrade_record_dict(data)
     assert upgraded["schema"] == SCHEMA_VERSION and data["schema"] == 1  # the input is not changed
     # a schema-1 Phi-3 record was built without the checkpoint's sliding window: said, not hidden
@@ -204,8 +204,10 @@ def test_a_stored_schema_1_record_is_upgraded_explicitly():
     assert not record.load.recorded and not record.user_view.recorded  # nor the loading phase (schema 3)
     assert record.load.load_peak_allocated_bytes is None and record.user_view.nvml_process_after_bytes is None
     assert record.quality == {}  # no quality pass before schema 3
+    assert record.prediction.predicted_peak_bytes is None  # no prediction before schema 4
+    assert not any(k.startswith("predicted_") for k in record.metrics)
     again = record.to_dict()
-    for k, v in data.items():  # every stored value comes back; versions 2 and 3 only add fields
+    for k, v in data.items():  # every stored value comes back; versions 2 to 4 only add fields
         if k in ("metrics", "schema", "flags"):
             continue
         if isinstance(v, dict):
@@ -227,21 +229,21 @@ def test_the_loading_phase_and_user_view_survive_a_round_trip():
         user_view=UserView(generate_s=0.4, nvml_process_after_bytes=6_584_000_000),
     )
     again = Record.from_dict(json.loads(json.dumps(record.to_dict())))
-    assert again.load == record.load and again.user_view == record.user_view and again.schema == 3
+    assert again.load == record.load and again.user_view == record.user_view and again.schema == 4
     assert again.load.recorded and again.user_view.recorded
 
 
 def test_a_schema_2_record_loads_without_a_machine_fingerprint():
     data = {**_stored_record(), "schema": 2}
     record = Record.from_dict(data)
-    assert record.schema == 3 and record.machine == ""  # not recorded by a schema-2 harness
+    assert record.schema == 4 and record.machine == ""  # not recorded by a schema-2 harness
     assert Record.from_dict({**data, "schema": 3, "machine": "de78a7c4159a"}).machine == "de78a7c4159a"
 
 
 def test_a_schema_2_record_loads_without_quality():
     data = {**_stored_record(), "schema": 2}
     upgraded = upgrade_record_dict(data)
-    assert upgraded["schema"] == 3 and "quality" not in upgraded  # the default, "not recorded", applies
+    assert upgraded["schema"] == SCHEMA_VERSION and "quality" not in upgraded  # the default, "not recorded", applies
     assert Record.from_dict(data).quality == {}
 
 
