@@ -1,0 +1,164 @@
+"""What a card must hold and what nvidia-smi shows, when a user loads a model and generates in one process.
+
+Three figures beside the steady-state peak (``total_bytes``), each a prediction:
+
+- ``load_peak_bytes``: the CUDA context plus the live peak while loading (the weights loaded so far, the
+  16-bit tensor being quantized and its workspace; :mod:`.loading`).
+- ``fit_bytes``: what the card must hold to load and run: the context, the larger of the two live peaks
+  (loading, generation) and the slack. The caching allocator hands cached blocks back before an allocation
+  fails, so cached blocks do not count here. Fit verdicts use this figure.
+- ``nvidia_smi_bytes``: what nvidia-smi shows for the process after loading and one generation with no
+  ``empty_cache()``: the context plus the allocator's pool, which keeps the blocks freed while loading and
+  while generating. The generation is replayed through the same allocator model after the loading: the
+  cuBLAS workspaces, the prefill's KV cache layer by layer with the prefill's transient tensors in between,
+  then every decode step growing each layer's keys and values by concatenation (a new tensor one token
+  longer, the old one freed: at once per layer with transformers' ``DynamicCache``, or at the end of the
+  step with the tuple caches of transformers 4.35 and older, ``cache_release="step"``). On a card, torch
+  frees cached segments before it fails an allocation, so the reading is capped at the card's usable memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.config.hardware import HardwareProfile
+from bench.config.models import DECODER
+from bench.config.precision import Precision, runtime_dtype
+from bench.predict.architecture import DTYPE_BYTES, Architecture
+from bench.predict.cuda_allocator import CachingAllocatorModel
+from bench.predict.fixed_costs import cublas_workspace_bytes
+from bench.predict.kv_cache import storage_tokens
+from bench.predict.loading import LoadPhase, simulate_loading
+
+CACHE_RELEASES = ("layer", "step")  # DynamicCache frees a layer's old keys at once; 4.35 tuples at the step's end
+
+
+@dataclass(frozen=True)
+class GenerationShape:
+    """What the generation replay needs: the shape of the call and the prefill's transient bytes."""
+
+    batch_size: int
+    context_tokens: int
+    new_tokens: int
+    prefill_transient_bytes: int  # activations and workspace live at the prefill's peak (one layer's worth)
+    workspace_bytes: tuple[int, ...] = ()  # long-lived workspaces allocated on the first matmul (cuBLAS)
+
+
+@dataclass(frozen=True)
+class UserView:
+    """The loading phase and the pool after one generation, in bytes (context not included)."""
+
+    load: LoadPhase
+    pool_after_generation_bytes: int  # the allocator's reserved high-water over loading and generation
+    generation_peak_allocated_bytes: int  # live peak of the replayed generation (weights included)
+
+
+def _kv_tensor_bytes(arch: Architecture, batch: int, tokens: int, act: int) -> int:
+    """One layer's keys (or values) for ``tokens`` tokens of ``batch`` sequences."""
+    return batch * arch.kv_heads * arch.head_dim * tokens * act
+
+
+def replay_generation(
+    pool: CachingAllocatorModel,
+    arch: Architecture,
+    precision: Precision,
+    shape: GenerationShape,
+    cache_release: str = "layer",
+) -> None:
+    """Replay one generate call's long-lived allocations (and the prefill's transients) through ``pool``."""
+    if cache_release not in CACHE_RELEASES:
+        raise ValueError(f"cache release {cache_release!r} is not one of {', '.join(CACHE_RELEASES)}")
+    act = DTYPE_BYTES[runtime_dtype(precision, "cuda")]
+    for nbytes in shape.workspace_bytes:
+        pool.malloc(nbytes)
+    layers = arch.num_layers if arch.family == DECODER else 0
+    window = arch.sliding_window
+    cache: list[int] = []
+    for _ in range(max(layers, 1)):
+        transient = pool.malloc(shape.prefill_transient_bytes) if shape.prefill_transient_bytes else None
+        if layers:
+            kv = _kv_tensor_bytes(arch, shape.batch_size, shape.context_tokens, act)
+            cache += [pool.malloc(kv), pool.malloc(kv)]
+        if transient is not None:
+            pool.free(transient)
+    for step in range(1, shape.new_tokens if layers else 0):
+        tokens = storage_tokens(shape.context_tokens, step, window)
+        kv = _kv_tensor_bytes(arch, shape.batch_size, tokens, act)
+        old = cache
+        cache = []
+        for i in range(layers):
+            for j in (2 * i, 2 * i + 1):
+                cache.append(pool.malloc(kv))
+                if cache_release == "layer":
+                    pool.free(old[j])
+        if cache_release == "step":
+            for handle in old:
+                pool.free(handle)
+
+
+def user_view(
+    arch: Architecture,
+    precision: Precision,
+    shape: GenerationShape,
+    *,
+    order: str = "sorted",
+    cache_release: str = "layer",
+) -> UserView:
+    """Load ``arch`` at ``precision``, then generate at ``shape``, in one pool with no clean-up in between."""
+    load = simulate_loading(arch, precision, order)
+    pool = load.allocator
+    before = pool.peak_allocated_bytes
+    pool.peak_allocated_bytes = pool.allocated_bytes
+    replay_generation(pool, arch, precision, shape, cache_release)
+    generation_peak = pool.peak_allocated_bytes
+    pool.peak_allocated_bytes = max(before, generation_peak)
+    return UserView(load, pool.peak_reserved_bytes, generation_peak)
+
+
+def loading_fields(
+    arch: Architecture,
+    precision: Precision,
+    peak: Any,
+    costs: Any,
+    weights_bytes: int,
+    context_tokens: int,
+    batch_size: int,
+    new_tokens: int,
+    device_kind: str,
+    card: HardwareProfile | None,
+    nvidia_smi: bool = True,
+) -> dict[str, Any]:
+    """The loading and user-view fields of a :class:`~bench.predict.memory.MemoryPrediction`.
+
+    ``peak`` is the steady state's :class:`~bench.predict.memory.Peak`, ``costs`` its fixed costs. On a CPU
+    there is no caching allocator to model: ``fit_bytes`` is the steady-state total and the rest is None.
+    """
+    steady = costs.context_bytes + weights_bytes + peak.dynamic_bytes + costs.slack_bytes
+    if device_kind != "cuda":
+        return {"fit_bytes": int(steady)}
+    shape = GenerationShape(
+        batch_size,
+        context_tokens,
+        new_tokens,
+        int(peak.activation_bytes),
+        (cublas_workspace_bytes(card) // 2,) * 2,
+    )
+    if nvidia_smi:
+        view = user_view(arch, precision, shape)
+        load, pool = view.load, view.pool_after_generation_bytes
+    else:
+        load, pool = simulate_loading(arch, precision), None
+    load_peak = costs.context_bytes + load.peak_allocated_bytes
+    smi = None
+    if pool is not None:
+        smi = costs.context_bytes + pool
+        if card is not None:  # a full card: torch frees its cached segments before an allocation fails
+            smi = min(smi, card.usable_memory_bytes)
+    return {
+        "load_peak_bytes": int(load_peak),
+        "load_peak_tensor": load.peak_tensor,
+        "fit_bytes": int(max(steady, load_peak)),
+        "nvidia_smi_bytes": None if smi is None else int(smi),
+        "pool_after_load_bytes": int(load.reserved_after_bytes),
+    }
