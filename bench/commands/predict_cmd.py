@@ -194,6 +194,28 @@ def _cache_text(mem: Any) -> str:
     return f"; {held} (full cache: every token)"
 
 
+def loading_lines(mem: Any) -> list[str]:
+    """The loading phase and the user's view in words: the load peak, the fit figure and nvidia-smi's reading."""
+    if mem.load_peak_bytes is None:
+        return [f"fit figure (predicted): {_size(mem.fit_bytes)} = the steady-state peak (no loading model on a CPU)"]
+    phase = "loading" if mem.load_peak_bytes > mem.total_bytes else "generation"
+    lines = [
+        f"load peak (predicted): {_size(mem.load_peak_bytes)} = context + live bytes while loading: the weights "
+        f"loaded so far + the 16-bit tensor being placed ({mem.load_peak_tensor}) and its quantization workspace",
+        f"fit figure (predicted): {_size(mem.fit_bytes)} = context + the larger live peak ({phase}) + slack; "
+        "fit is judged on it (cached blocks are handed back before an allocation fails)",
+    ]
+    if mem.nvidia_smi_bytes is not None:
+        cached = mem.nvidia_smi_bytes - mem.fit_bytes
+        lines.append(
+            f"nvidia-smi would show (predicted): {_size(mem.nvidia_smi_bytes)} = context + the caching allocator's "
+            f"pool after loading and one generation without empty_cache() ({_size(cached)} against the fit "
+            f"figure: blocks freed while loading, {_size(mem.pool_after_load_bytes)} pool after loading, and while "
+            "generating; the card's own nvidia-smi line adds other processes)"
+        )
+    return lines
+
+
 def usable_lines(mem: Any, device: Any) -> list[str]:
     """What a prediction on a card says about its memory: fit against usable memory, the box, the sources."""
     if mem.device_usable_bytes is None:
@@ -251,6 +273,8 @@ def _print_prediction(mem: Any, speed: Any, device: Any = None) -> None:
         "",
     )
     console.print(t)
+    for line in loading_lines(mem):
+        console.print(line, highlight=False)
     for line in usable_lines(mem, device):
         console.print(line, highlight=False)
     for note in mem.notes:
