@@ -276,7 +276,8 @@ def largest_batch(
     *,
     cache: str = "config",
 ) -> int:
-    """The largest batch whose predicted fit figure (loading included) fits the card's usable memory (0 when even one sequence does not)."""
+    """The largest batch whose predicted fit figure (loading included) fits the card's usable memory (0 when
+    even one sequence does not)."""
 
     def fits(b: int) -> bool:
         pred = predict_memory(
