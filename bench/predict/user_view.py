@@ -19,6 +19,7 @@ Three figures beside the steady-state peak (``total_bytes``), each a prediction:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,12 @@ def user_view(
     return UserView(load, pool.peak_reserved_bytes, generation_peak)
 
 
+@functools.lru_cache(maxsize=32)
+def _loading(arch: Architecture, precision: Precision) -> LoadPhase:
+    """The loading phase, replayed once per architecture and precision (read only: its pool is not reused)."""
+    return simulate_loading(arch, precision)
+
+
 def loading_fields(
     arch: Architecture,
     precision: Precision,
@@ -148,7 +155,7 @@ def loading_fields(
         view = user_view(arch, precision, shape)
         load, pool = view.load, view.pool_after_generation_bytes
     else:
-        load, pool = simulate_loading(arch, precision), None
+        load, pool = _loading(arch, precision), None
     load_peak = costs.context_bytes + load.peak_allocated_bytes
     smi = None
     if pool is not None:
