@@ -16,7 +16,8 @@ from 2.1 to the 2.14 installed here; default settings, no ``expandable_segments`
   address on ties); the rest of the block is split off when it exceeds 1 MiB (large pool) or 512 bytes
   (small pool), otherwise the whole block is handed out and counted as allocated;
 - a freed block merges with free neighbours in its segment; segments are never merged with each other
-  and never returned to the driver in the phases modelled here.
+  and returned to the driver only by ``empty_cache()`` (a segment
+  with no live block).
 
 The model tracks ``allocated`` (torch's ``memory_allocated``) and ``reserved`` (``memory_reserved``) and
 their high-waters. It does not model a full card: there, torch frees the cached segments and retries, so a
@@ -113,6 +114,19 @@ class CachingAllocatorModel:
             before.size += block.size
             block = before
         self._list(block)
+
+    def empty_cache(self) -> None:
+        """``torch.cuda.empty_cache()``: give back every segment that holds no live block."""
+        for i, seg in enumerate(self._segments):
+            if len(seg) == 1 and seg[0].free and seg[0].size:
+                self._unlist(seg[0])
+                self.reserved_bytes -= seg[0].size
+                self._segments[i] = []
+
+    def reset_peaks(self) -> None:
+        """``torch.cuda.reset_peak_memory_stats()``: the peaks restart from the current figures."""
+        self.peak_allocated_bytes = self.allocated_bytes
+        self.peak_reserved_bytes = self.reserved_bytes
 
     def _list(self, block: _Block) -> None:
         bisect.insort(self._free[block.small], (block.key(), block), key=lambda item: item[0])

@@ -31,19 +31,19 @@ from bench.predict.cuda_allocator import CachingAllocatorModel
 from bench.predict.fixed_costs import cublas_workspace_bytes
 from bench.predict.kv_cache import storage_tokens
 from bench.predict.loading import LoadPhase, simulate_loading
-
-CACHE_RELEASES = ("layer", "step")  # DynamicCache frees a layer's old keys at once; 4.35 tuples at the step's end
+from bench.predict.runtimes import CURRENT, Runtime
 
 
 @dataclass(frozen=True)
 class GenerationShape:
-    """What the generation replay needs: the shape of the call and the prefill's transient bytes."""
+    """What the generation replay needs: the shape of the call and its transient bytes."""
 
     batch_size: int
     context_tokens: int
     new_tokens: int
     prefill_transient_bytes: int  # activations and workspace live at the prefill's peak (one layer's worth)
     workspace_bytes: tuple[int, ...] = ()  # long-lived workspaces allocated on the first matmul (cuBLAS)
+    decode_transient_bytes: int = 0  # a decode step's largest short-lived tensors (a dequantized weight, ...)
 
 
 @dataclass(frozen=True)
@@ -60,21 +60,21 @@ def _kv_tensor_bytes(arch: Architecture, batch: int, tokens: int, act: int) -> i
     return batch * arch.kv_heads * arch.head_dim * tokens * act
 
 
-def replay_generation(
-    pool: CachingAllocatorModel,
-    arch: Architecture,
-    precision: Precision,
-    shape: GenerationShape,
-    cache_release: str = "layer",
-) -> None:
-    """Replay one generate call's long-lived allocations (and the prefill's transients) through ``pool``."""
-    if cache_release not in CACHE_RELEASES:
-        raise ValueError(f"cache release {cache_release!r} is not one of {', '.join(CACHE_RELEASES)}")
-    act = DTYPE_BYTES[runtime_dtype(precision, "cuda")]
-    for nbytes in shape.workspace_bytes:
-        pool.malloc(nbytes)
+def _logits(pool: CachingAllocatorModel, arch: Architecture, rows: int, act: int) -> int:
+    """The head's logits in the compute dtype, then their float32 copy; the first is freed, the copy kept."""
+    half = pool.malloc(rows * arch.vocab * act)
+    full = pool.malloc(rows * arch.vocab * 4)
+    pool.free(half)
+    return full
+
+
+def replay_prefill(
+    pool: CachingAllocatorModel, arch: Architecture, act: int, shape: GenerationShape, runtime: Runtime = CURRENT
+) -> tuple[list[int], int | None]:
+    """One forward over the prompt: per layer its transient tensors, then its keys and values (kept).
+
+    Returns the KV-cache handles and the float32 logits' handle (None for an encoder)."""
     layers = arch.num_layers if arch.family == DECODER else 0
-    window = arch.sliding_window
     cache: list[int] = []
     for _ in range(max(layers, 1)):
         transient = pool.malloc(shape.prefill_transient_bytes) if shape.prefill_transient_bytes else None
@@ -83,35 +83,61 @@ def replay_generation(
             cache += [pool.malloc(kv), pool.malloc(kv)]
         if transient is not None:
             pool.free(transient)
-    for step in range(1, shape.new_tokens if layers else 0):
-        tokens = storage_tokens(shape.context_tokens, step, window)
-        kv = _kv_tensor_bytes(arch, shape.batch_size, tokens, act)
-        old = cache
-        cache = []
-        for i in range(layers):
-            for j in (2 * i, 2 * i + 1):
-                cache.append(pool.malloc(kv))
-                if cache_release == "layer":
-                    pool.free(old[j])
-        if cache_release == "step":
-            for handle in old:
-                pool.free(handle)
+    if not layers:
+        return cache, None
+    rows = shape.batch_size * (shape.context_tokens if runtime.logits == "all" else 1)
+    return cache, _logits(pool, arch, rows, act)
 
 
-def user_view(
+def replay_generation(
+    pool: CachingAllocatorModel,
     arch: Architecture,
     precision: Precision,
     shape: GenerationShape,
-    *,
-    order: str = "sorted",
-    cache_release: str = "layer",
-) -> UserView:
+    runtime: Runtime = CURRENT,
+) -> None:
+    """Replay one generate call through ``pool``: workspaces, the prefill, then every decode step growing each
+    layer's keys and values by concatenation (the old tensor freed per ``runtime.cache_release``)."""
+    act = DTYPE_BYTES[runtime_dtype(precision, "cuda")]
+    for nbytes in shape.workspace_bytes:
+        pool.malloc(nbytes)
+    cache, logits = replay_prefill(pool, arch, act, shape, runtime)
+    if logits is not None and not runtime.logits_kept:
+        pool.free(logits)
+        logits = None
+    layers = arch.num_layers if arch.family == DECODER else 0
+    for step in range(1, shape.new_tokens if layers else 0):
+        tokens = storage_tokens(shape.context_tokens, step, arch.sliding_window)
+        kv = _kv_tensor_bytes(arch, shape.batch_size, tokens, act)
+        old, cache = cache, []
+        for i in range(layers):
+            transient = pool.malloc(shape.decode_transient_bytes) if shape.decode_transient_bytes else None
+            for j in (2 * i, 2 * i + 1):
+                cache.append(pool.malloc(kv))
+                if runtime.cache_release == "layer":
+                    pool.free(old[j])
+            if transient is not None:
+                pool.free(transient)
+        new_logits = _logits(pool, arch, shape.batch_size, act)
+        if runtime.cache_release == "step":
+            for handle in old:
+                pool.free(handle)
+        if logits is not None:
+            pool.free(logits)
+        if runtime.logits_kept:
+            logits = new_logits
+        else:
+            pool.free(new_logits)
+            logits = None
+
+
+def user_view(arch: Architecture, precision: Precision, shape: GenerationShape, runtime: Runtime = CURRENT) -> UserView:
     """Load ``arch`` at ``precision``, then generate at ``shape``, in one pool with no clean-up in between."""
-    load = simulate_loading(arch, precision, order)
+    load = simulate_loading(arch, precision, runtime.load_order)
     pool = load.allocator
     before = pool.peak_allocated_bytes
     pool.peak_allocated_bytes = pool.allocated_bytes
-    replay_generation(pool, arch, precision, shape, cache_release)
+    replay_generation(pool, arch, precision, shape, runtime)
     generation_peak = pool.peak_allocated_bytes
     pool.peak_allocated_bytes = max(before, generation_peak)
     return UserView(load, pool.peak_reserved_bytes, generation_peak)
