@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import statistics
 import sys
@@ -121,6 +122,10 @@ def replay(
         pass  # linear_peak already holds the dequantized weight beyond bitsandbytes 0.50's 4-row fused kernel
     elif prec.quantized and rows_per_step > 1:  # bitsandbytes 0.41 dequantizes for any batch above one row
         decode = max(decode, max(lin.numel for lin in arch.linears if lin.quantized) * act + batch * arch.hidden * act)
+    # the prefill's largest single tensor: an MLP activation, eager attention's float32 scores, or (4 bits)
+    # a whole weight dequantized to 16 bits
+    dequantized = max((lin.numel for lin in arch.linears if lin.quantized), default=0) * act if prec.quantized else 0
+    largest = max(batch * prompt * arch.intermediate * act, batch * arch.heads * prompt * prompt * 4, dequantized)
     shape = GenerationShape(
         batch,
         prompt,
@@ -128,6 +133,7 @@ def replay(
         prefill.bytes,
         (cublas_workspace_bytes(None) // 2,) * 2,
         decode + 4 * batch * arch.hidden * act,
+        largest,
     )
     fwd_alloc = fwd_resv = fwd_end = 0
     if forward_first:
@@ -138,7 +144,7 @@ def replay(
         for handle in [*cache, *([logits] if logits is not None else [])]:
             pool.free(handle)
         fwd_end = pool.reserved_bytes
-        shape = GenerationShape(batch, prompt, new, prefill.bytes, (), shape.decode_transient_bytes)
+        shape = dataclasses.replace(shape, workspace_bytes=())
         if reset_between:
             pool.reset_peaks()
     replay_generation(pool, arch, prec, shape, RT)

@@ -44,6 +44,7 @@ class GenerationShape:
     prefill_transient_bytes: int  # activations and workspace live at the prefill's peak (one layer's worth)
     workspace_bytes: tuple[int, ...] = ()  # long-lived workspaces allocated on the first matmul (cuBLAS)
     decode_transient_bytes: int = 0  # a decode step's largest short-lived tensors (a dequantized weight, ...)
+    prefill_tensor_bytes: int = 0  # the largest single short-lived tensor of the prefill (0: one block)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ def _logits(pool: CachingAllocatorModel, arch: Architecture, rows: int, act: int
     return full
 
 
+def _pieces(total: int, largest: int) -> list[int]:
+    """A phase's short-lived bytes as tensors: as many of the largest tensor as fit, then the rest."""
+    if total <= 0:
+        return []
+    if largest <= 0 or largest >= total:
+        return [total]
+    count, rest = divmod(total, largest)
+    return [largest] * count + ([rest] if rest else [])
+
+
 def replay_prefill(
     pool: CachingAllocatorModel, arch: Architecture, act: int, shape: GenerationShape, runtime: Runtime = CURRENT
 ) -> tuple[list[int], int | None]:
@@ -77,12 +88,12 @@ def replay_prefill(
     layers = arch.num_layers if arch.family == DECODER else 0
     cache: list[int] = []
     for _ in range(max(layers, 1)):
-        transient = pool.malloc(shape.prefill_transient_bytes) if shape.prefill_transient_bytes else None
+        transient = [pool.malloc(n) for n in _pieces(shape.prefill_transient_bytes, shape.prefill_tensor_bytes)]
         if layers:
             kv = _kv_tensor_bytes(arch, shape.batch_size, shape.context_tokens, act)
             cache += [pool.malloc(kv), pool.malloc(kv)]
-        if transient is not None:
-            pool.free(transient)
+        for handle in transient:
+            pool.free(handle)
     if not layers:
         return cache, None
     rows = shape.batch_size * (shape.context_tokens if runtime.logits == "all" else 1)
