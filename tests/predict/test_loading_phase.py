@@ -110,3 +110,28 @@ def test_llama2_7b_4bit_load_peak_against_a_hand_count() -> None:
     before_peak = embeddings + norms + layers - 4 * stored(attn) - 4096 * 2 * 2  # not yet: attn, 2 norms
     lower = before_peak + 2 * mlp
     assert lower <= load.peak_allocated_bytes <= lower + 32 * MiB  # rounding and rotary buffers
+
+
+def test_llama2_7b_fp16_pool_after_loading_by_hand() -> None:
+    """16-bit weights are placed one allocation each, with no transient: every large tensor of Llama-2-7b is a
+    whole number of 2 MiB (MLP 43, attention 16, embeddings and head 125 x 2 MiB), so each is its own segment of
+    exactly its size; the 65 norms (8 KiB each) and two 64-entry float32 rotary buffers (booked as 512 bytes
+    each) share one 2 MiB small-pool segment."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+        architectures=["LlamaForCausalLM"],
+    )
+    load = simulate_loading(architecture(config), get_precision("fp16"))
+    weights = 6_738_415_616 * 2
+    norms = 65 * 4096 * 2
+    assert load.allocated_after_bytes == weights + 2 * 512
+    assert load.reserved_after_bytes == weights - norms + 2 * MiB
+    assert load.peak_allocated_bytes == load.allocated_after_bytes  # nothing short-lived while loading
