@@ -237,6 +237,8 @@ def loading_lines(mem: Any) -> list[str]:
             f"figure: blocks freed while loading, {_size(mem.pool_after_load_bytes)} pool after loading, and while "
             "generating; the card's own nvidia-smi line adds other processes)"
         )
+        if mem.nvidia_smi_note:
+            lines.append(f"note: {mem.nvidia_smi_note}")
     return lines
 
 

@@ -74,6 +74,7 @@ class MemoryPrediction:
     fit_bytes: int = 0  # context + the larger live peak (loading, generation) + slack: what fit is judged on
     nvidia_smi_bytes: int | None = None  # context + the allocator's pool after loading and one generation
     pool_after_load_bytes: int | None = None  # the allocator's reserved bytes right after loading
+    nvidia_smi_note: str | None = None  # why the nvidia-smi figure is capped or keeps growing
 
     @property
     def fits(self) -> bool | None:

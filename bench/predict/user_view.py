@@ -194,15 +194,25 @@ def loading_fields(
     else:
         load, pool = _loading(arch, precision), None
     load_peak = costs.context_bytes + load.peak_allocated_bytes
-    smi = None
+    smi = note = None
     if pool is not None:
         smi = costs.context_bytes + pool
-        if card is not None:  # a full card: torch frees its cached segments before an allocation fails
-            smi = min(smi, card.usable_memory_bytes)
+        if card is not None and smi > card.usable_memory_bytes:
+            note = (
+                f"the allocator's pool would outgrow {card.name}: torch returns its cached blocks when an "
+                "allocation fails, so nvidia-smi shows the card about full"
+            )
+            smi = card.usable_memory_bytes
+        elif smi > 2 * max(steady, load_peak):
+            note = (
+                "the pool grows with the KV cache's concatenations (each longer tensor needs a new block, freed "
+                "shorter ones stay cached): on a card it fills the card, where torch returns cached blocks"
+            )
     return {
         "load_peak_bytes": int(load_peak),
         "load_peak_tensor": load.peak_tensor,
         "fit_bytes": int(max(steady, load_peak)),
         "nvidia_smi_bytes": None if smi is None else int(smi),
+        "nvidia_smi_note": note,
         "pool_after_load_bytes": int(load.reserved_after_bytes),
     }
