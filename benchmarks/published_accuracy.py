@@ -87,6 +87,118 @@ def _config(model: str) -> Any:
     return read_config(ROOT / "configs" / CONFIGS[model], CONFIGS[model])
 
 
+class _Trace:
+    """Allocations and frees of one forward, by name, through an allocator model."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.live = pool, {}
+
+    def new(self, name: str, nbytes: int) -> None:
+        self.live[name] = self.pool.malloc(nbytes)
+
+    def drop(self, *names: str) -> None:
+        for name in names:
+            self.pool.free(self.live.pop(name))
+
+
+def llama_435_forward(pool: Any, arch: Any, prec: Any, b: int, length: int, act: int = 2) -> tuple[list[int], int]:
+    """transformers 4.35's Llama forward over a prompt (eager attention), tensor by tensor, as its code allocates
+    them: RMSNorm in float32, rotary embedding with rotate_half's cat, eager scores with the 4-D mask and a
+    float32 softmax, the gated MLP, float32 logits for every position; 4-bit linears (bitsandbytes 0.41,
+    more than one row) dequantize their weight to 16 bits first. Returns the KV handles and the logits'."""
+    t, h, inter, heads, vocab = b * length, arch.hidden, arch.intermediate, arch.heads, arch.vocab
+    q_dim, kv_dim = arch.q_dim, arch.kv_dim
+    tr = _Trace(pool)
+    quantized = {lin.role: lin.numel for lin in arch.layer_linears(0) if lin.quantized} if prec.quantized else {}
+
+    def linear(name: str, role: str, out: int) -> None:
+        if role in quantized and t > 1:
+            tr.new("dequantized", quantized[role] * act)
+            tr.new(name, t * out * act)
+            tr.drop("dequantized")
+        else:
+            tr.new(name, t * out * act)
+
+    def rms_norm(src: str, dst: str) -> None:
+        tr.new("f32", t * h * 4)
+        tr.new("pow", t * h * 4)
+        tr.new("var", t * 4)
+        tr.drop("pow")
+        tr.new("var_eps", t * 4)
+        tr.new("rsqrt", t * 4)
+        tr.drop("var", "var_eps")
+        tr.new("normed32", t * h * 4)
+        tr.drop("f32", "rsqrt")
+        tr.new("half", t * h * act)
+        tr.drop("normed32")
+        tr.new(dst, t * h * act)
+        tr.drop("half")
+
+    def rotary(x: str, width: int) -> None:
+        tr.new(f"{x}_cos", t * width * act)
+        tr.new("neg", t * width // 2 * act)
+        tr.new("rot", t * width * act)
+        tr.drop("neg")
+        tr.new(f"{x}_sin", t * width * act)
+        tr.drop("rot")
+        tr.new(f"{x}_emb", t * width * act)
+        tr.drop(f"{x}_cos", f"{x}_sin", x)
+
+    cache: list[int] = []
+    tr.new("embeds", t * h * act)
+    tr.new("mask", b * length * length * act)
+    hidden = "embeds"
+    for i in range(arch.num_layers):
+        rms_norm(hidden, "normed")
+        linear("q", "q", q_dim)
+        linear("k", "k", kv_dim)
+        linear("v", "v", kv_dim)
+        tr.drop("normed")
+        tr.new("cos", t * arch.head_dim * act)
+        tr.new("sin", t * arch.head_dim * act)
+        rotary("q", q_dim)
+        rotary("k", kv_dim)
+        tr.drop("cos", "sin")
+        scores = b * heads * length * length
+        tr.new("scores", scores * act)
+        tr.new("scaled", scores * act)
+        tr.drop("scores")
+        tr.new("masked", scores * act)
+        tr.drop("scaled")
+        tr.new("soft32", scores * 4)
+        tr.drop("masked")
+        tr.new("soft", scores * act)
+        tr.drop("soft32")
+        tr.new("attn", t * q_dim * act)
+        tr.drop("soft", "q_emb")
+        tr.new("attn_t", t * q_dim * act)
+        tr.drop("attn")
+        linear("o", "o", h)
+        tr.drop("attn_t")
+        cache += [tr.live.pop("k_emb"), tr.live.pop("v")]
+        tr.new("res1", t * h * act)
+        tr.drop("o", hidden)
+        rms_norm("res1", "normed2")
+        linear("gate", "gate", inter)
+        tr.new("act", t * inter * act)
+        tr.drop("gate")
+        linear("up", "up", inter)
+        tr.new("prod", t * inter * act)
+        tr.drop("act", "up")
+        linear("down", "down", h)
+        tr.drop("prod", "normed2")
+        tr.new(f"out{i}", t * h * act)
+        tr.drop("down", "res1")
+        hidden = f"out{i}"
+    rms_norm(hidden, "final")
+    tr.drop(hidden, "mask")
+    tr.new("logits16", t * vocab * act)
+    tr.drop("final")
+    tr.new("logits", t * vocab * 4)
+    tr.drop("logits16")
+    return cache, tr.live.pop("logits")
+
+
 def replay(
     model: str,
     precision: str,
@@ -105,7 +217,7 @@ def replay(
     from bench.predict.fixed_costs import cublas_workspace_bytes
     from bench.predict.loading import simulate_loading
     from bench.predict.runtimes import TRANSFORMERS_4_35 as RT
-    from bench.predict.user_view import GenerationShape, replay_generation, replay_prefill
+    from bench.predict.user_view import GenerationShape, replay_generation
 
     arch = architecture(_config(model))
     prec = get_precision(precision)
@@ -139,7 +251,7 @@ def replay(
     if forward_first:
         for nbytes in shape.workspace_bytes:
             pool.malloc(nbytes)
-        cache, logits = replay_prefill(pool, arch, act, shape, RT)
+        cache, logits = llama_435_forward(pool, arch, prec, batch, prompt, act)
         fwd_alloc, fwd_resv = pool.peak_allocated_bytes, pool.peak_reserved_bytes
         for handle in [*cache, *([logits] if logits is not None else [])]:
             pool.free(handle)
@@ -147,7 +259,9 @@ def replay(
         shape = dataclasses.replace(shape, workspace_bytes=())
         if reset_between:
             pool.reset_peaks()
-    replay_generation(pool, arch, prec, shape, RT)
+    replay_generation(
+        pool, arch, prec, shape, RT, prefill=lambda p: llama_435_forward(p, arch, prec, batch, prompt, act)
+    )
     return Replay(
         fwd_alloc, fwd_resv, fwd_end, pool.peak_allocated_bytes, pool.peak_reserved_bytes, pool.reserved_bytes
     )

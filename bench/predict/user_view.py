@@ -20,6 +20,7 @@ Three figures beside the steady-state peak (``total_bytes``), each a prediction:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +107,16 @@ def replay_generation(
     precision: Precision,
     shape: GenerationShape,
     runtime: Runtime = CURRENT,
+    prefill: Callable[[CachingAllocatorModel], tuple[list[int], int | None]] | None = None,
 ) -> None:
     """Replay one generate call through ``pool``: workspaces, the prefill, then every decode step growing each
-    layer's keys and values by concatenation (the old tensor freed per ``runtime.cache_release``)."""
+    layer's keys and values by concatenation (the old tensor freed per ``runtime.cache_release``).
+
+    ``prefill`` replaces :func:`replay_prefill` with a finer trace (it returns the KV handles and the logits')."""
     act = DTYPE_BYTES[runtime_dtype(precision, "cuda")]
     for nbytes in shape.workspace_bytes:
         pool.malloc(nbytes)
-    cache, logits = replay_prefill(pool, arch, act, shape, runtime)
+    cache, logits = prefill(pool) if prefill else replay_prefill(pool, arch, act, shape, runtime)
     if logits is not None and not runtime.logits_kept:
         pool.free(logits)
         logits = None
