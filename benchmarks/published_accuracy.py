@@ -213,7 +213,7 @@ def replay(
 ) -> Replay:
     """Load, (forward,) generate through the allocator model, with the 4.35-era behaviours."""
     from bench.config.precision import get_precision
-    from bench.predict.activations import DeviceTraits, decoder_prefill, linear_peak
+    from bench.predict.activations import DeviceTraits, decoder_prefill
     from bench.predict.architecture import architecture
     from bench.predict.fixed_costs import cublas_workspace_bytes
     from bench.predict.loading import simulate_loading
@@ -229,12 +229,14 @@ def replay(
         pool.empty_cache()
     pool.reset_peaks()
     prefill = decoder_prefill(arch, batch, prompt, prec, traits, act, "eager")
-    rows_per_step = batch
-    decode = max(linear_peak(lin, rows_per_step, prec, traits, act) for lin in arch.linears if lin.role != "head")
-    if prec.quantized and rows_per_step > RT.fused_4bit_max_rows:
-        pass  # linear_peak already holds the dequantized weight beyond bitsandbytes 0.50's 4-row fused kernel
-    elif prec.quantized and rows_per_step > 1:  # bitsandbytes 0.41 dequantizes for any batch above one row
-        decode = max(decode, max(lin.numel for lin in arch.linears if lin.quantized) * act + batch * arch.hidden * act)
+    # a decode step: bitsandbytes 0.41 runs its fused 4-bit kernel for one row only; for more rows each linear
+    # dequantizes its weight to 16 bits, one after the other (q, k, v before the layer's keys and values)
+    before: tuple[int, ...] = ()
+    after: tuple[int, ...] = ()
+    if prec.quantized and batch > RT.fused_4bit_max_rows:
+        sizes = {lin.role: lin.numel * act for lin in arch.layer_linears(0) if lin.quantized}
+        before = tuple(sizes[r] for r in ("q", "k", "v") if r in sizes)
+        after = tuple(sizes[r] for r in ("o", "gate", "up", "down") if r in sizes)
     # the prefill's largest single tensor: an MLP activation, eager attention's float32 scores, or (4 bits)
     # a whole weight dequantized to 16 bits
     dequantized = max((lin.numel for lin in arch.linears if lin.quantized), default=0) * act if prec.quantized else 0
@@ -245,8 +247,10 @@ def replay(
         new,
         prefill.bytes,
         (cublas_workspace_bytes(None) // 2,) * 2,
-        decode + 4 * batch * arch.hidden * act,
+        4 * batch * arch.hidden * act,
         largest,
+        before,
+        after,
     )
     fwd_alloc = fwd_resv = fwd_end = 0
     if forward_first:

@@ -46,6 +46,10 @@ class GenerationShape:
     workspace_bytes: tuple[int, ...] = ()  # long-lived workspaces allocated on the first matmul (cuBLAS)
     decode_transient_bytes: int = 0  # a decode step's largest short-lived tensors (a dequantized weight, ...)
     prefill_tensor_bytes: int = 0  # the largest single short-lived tensor of the prefill (0: one block)
+    # tensors a decode step's layer allocates and frees one after the other, before and after its keys and
+    # values (e.g. 4-bit weights dequantized to 16 bits for a matmul of several rows)
+    decode_before_kv: tuple[int, ...] = ()
+    decode_after_kv: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,10 +131,14 @@ def replay_generation(
         old, cache = cache, []
         for i in range(layers):
             transient = pool.malloc(shape.decode_transient_bytes) if shape.decode_transient_bytes else None
+            for nbytes in shape.decode_before_kv:
+                pool.free(pool.malloc(nbytes))
             for j in (2 * i, 2 * i + 1):
                 cache.append(pool.malloc(kv))
                 if runtime.cache_release == "layer":
                     pool.free(old[j])
+            for nbytes in shape.decode_after_kv:
+                pool.free(pool.malloc(nbytes))
             if transient is not None:
                 pool.free(transient)
         new_logits = _logits(pool, arch, shape.batch_size, act)
