@@ -135,3 +135,24 @@ def test_llama2_7b_fp16_pool_after_loading_by_hand() -> None:
     assert load.allocated_after_bytes == weights + 2 * 512
     assert load.reserved_after_bytes == weights - norms + 2 * MiB
     assert load.peak_allocated_bytes == load.allocated_after_bytes  # nothing short-lived while loading
+
+
+@pytest.mark.parametrize(("release", "pool_mib"), [("layer", 10 + 10 + 3 * 12 + 2), ("step", 10 + 10 + 4 * 12 + 2)])
+def test_decode_growth_leaves_shorter_blocks_cached(release: str, pool_mib: int) -> None:
+    """One layer whose keys (and values) take 1 MiB per token: a 10-token prompt, then 2 decode steps (11, 12
+    tokens: 12 MiB segments). The 10 MiB blocks freed at step 1 cannot hold 11 tokens and stay cached. Freed
+    per layer, step 2 needs one new 12 MiB segment (its V reuses the K freed a moment before); freed at the end
+    of the step, it needs two. The float16 and float32 logits (8-word vocabulary) take one 2 MiB small segment."""
+    from types import SimpleNamespace
+
+    from bench.predict.runtimes import CURRENT, Runtime
+    from bench.predict.user_view import GenerationShape, replay_generation
+
+    arch = SimpleNamespace(
+        family="decoder", num_layers=1, kv_heads=1, head_dim=512 * 1024, vocab=8, sliding_window=None
+    )
+    runtime = Runtime("test", "sorted", release, "last", False, 4) if release == "step" else CURRENT
+    pool = CachingAllocatorModel()
+    replay_generation(pool, arch, get_precision("fp16"), GenerationShape(1, 10, 3, 0), runtime)
+    assert pool.reserved_bytes == pool_mib * MiB
+    assert pool.allocated_bytes == 2 * 12 * MiB  # the cache at the end: 12 tokens of K and of V
