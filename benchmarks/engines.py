@@ -71,16 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             for engine in ("eager", "compiled") if i % 2 == 0 else ("compiled", "eager"):
                 spec = CaseSpec(
-                    model,
-                    args.precision,
-                    "generate",
-                    1,
-                    context,
-                    args.new_tokens,
-                    weights,
-                    device=args.device,
-                    suite="engines",
-                    engine=engine,
+                    model, args.precision, "generate", 1, context, args.new_tokens, weights, device=args.device,
+                    suite="engines", engine=engine,
                 )
                 record = runners[engine].run(spec, policy)
                 if not record.ok:

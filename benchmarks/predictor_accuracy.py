@@ -84,9 +84,7 @@ def host_profile() -> Any:
     from bench.measure.profiler import cpu_model_name, host_memory_bytes
 
     return HardwareProfile(
-        name=f"{cpu_model_name()} (this host)",
-        kind="cpu",
-        memory_bytes=host_memory_bytes(),
+        name=f"{cpu_model_name()} (this host)", kind="cpu", memory_bytes=host_memory_bytes(),
         memory_bandwidth_bytes_per_s=1.0,
         measured=Measured(cpu_capability=str(torch.backends.cpu.get_cpu_capability())),
     )
@@ -107,29 +105,20 @@ def run_cpu(cases: Sequence[Case], threads: int | None = None, progress: bool = 
     for case in cases:
         if progress:
             print(f"  measuring {case.label} ...", file=sys.stderr, flush=True)
-        m = measure_host_case(
-            case.model, case.precision, case.context_tokens, case.batch_size, case.new_tokens, threads=threads
-        )
-        p = predict_memory(case.model, case.precision, case.context_tokens, case.batch_size, case.new_tokens, profile)
-        rows.append(
-            {
-                "case": case.label,
-                "model": case.model,
-                "precision": case.precision,
-                "context_tokens": case.context_tokens,
-                "new_tokens": case.new_tokens,
-                "batch_size": case.batch_size,
-                "evidence": "host RSS peak minus baseline (CPU)",
-                "measured_bytes": m.measured_bytes,
-                "predicted_bytes": p.total_bytes,
-                "measured_weights_bytes": m.weights_bytes,
-                "predicted_weights_bytes": p.weights_bytes,
-                "relative_error": relative_error(p.total_bytes, m.measured_bytes),
-                "peak_phase": p.peak_phase,
-                "peak_stage": p.peak_stage,
-                **kv_columns(p.kv_cache_final_bytes if case.new_tokens else None, m.kv_cache_bytes),
-            }
-        )
+        m = measure_host_case(case.model, case.precision, case.context_tokens, case.batch_size, case.new_tokens,
+                              threads=threads)
+        p = predict_memory(case.model, case.precision, case.context_tokens, case.batch_size, case.new_tokens,
+                           profile)
+        rows.append({
+            "case": case.label, "model": case.model, "precision": case.precision,
+            "context_tokens": case.context_tokens, "new_tokens": case.new_tokens, "batch_size": case.batch_size,
+            "evidence": "host RSS peak minus baseline (CPU)",
+            "measured_bytes": m.measured_bytes, "predicted_bytes": p.total_bytes,
+            "measured_weights_bytes": m.weights_bytes, "predicted_weights_bytes": p.weights_bytes,
+            "relative_error": relative_error(p.total_bytes, m.measured_bytes),
+            "peak_phase": p.peak_phase, "peak_stage": p.peak_stage,
+            **kv_columns(p.kv_cache_final_bytes if case.new_tokens else None, m.kv_cache_bytes),
+        })
     return rows
 
 
@@ -157,38 +146,21 @@ def run_records(results: Path, profiles_dirs: Sequence[str] = ()) -> list[dict[s
         prof = find_profile(r.device_name, profiles)
         s = r.spec
         try:
-            p = predict_memory(
-                s.model,
-                s.precision,
-                s.context_tokens,
-                s.batch_size,
-                s.new_tokens,
-                prof,
-                attn_implementation=s.attn_implementation,
-                cache=getattr(s, "cache", "config"),
-            )
+            p = predict_memory(s.model, s.precision, s.context_tokens, s.batch_size, s.new_tokens, prof,
+                               attn_implementation=s.attn_implementation, cache=getattr(s, "cache", "config"))
         except BadInputError:
             continue
-        rows.append(
-            {
-                "case": f"{s.model} {s.precision} L{s.context_tokens} n{s.new_tokens} b{s.batch_size}",
-                "model": s.model,
-                "precision": s.precision,
-                "context_tokens": s.context_tokens,
-                "new_tokens": s.new_tokens,
-                "batch_size": s.batch_size,
-                "device": r.device_name,
-                "evidence": "nvml_process_peak_bytes (GPU)" + ("" if prof else "; no profile: generic CUDA GPU"),
-                "measured_bytes": int(measured),
-                "predicted_bytes": p.total_bytes,
-                "measured_weights_bytes": r.memory.weights_bytes,
-                "predicted_weights_bytes": p.weights_bytes,
-                "relative_error": relative_error(p.total_bytes, measured),
-                "peak_phase": p.peak_phase,
-                "peak_stage": p.peak_stage,
-                **kv_columns(p.kv_cache_final_bytes if s.new_tokens else None, r.memory.kv_cache_bytes),
-            }
-        )
+        rows.append({
+            "case": f"{s.model} {s.precision} L{s.context_tokens} n{s.new_tokens} b{s.batch_size}",
+            "model": s.model, "precision": s.precision, "context_tokens": s.context_tokens,
+            "new_tokens": s.new_tokens, "batch_size": s.batch_size, "device": r.device_name,
+            "evidence": "nvml_process_peak_bytes (GPU)" + ("" if prof else "; no profile: generic CUDA GPU"),
+            "measured_bytes": int(measured), "predicted_bytes": p.total_bytes,
+            "measured_weights_bytes": r.memory.weights_bytes, "predicted_weights_bytes": p.weights_bytes,
+            "relative_error": relative_error(p.total_bytes, measured),
+            "peak_phase": p.peak_phase, "peak_stage": p.peak_stage,
+            **kv_columns(p.kv_cache_final_bytes if s.new_tokens else None, r.memory.kv_cache_bytes),
+        })
     return rows
 
 
@@ -207,31 +179,21 @@ def render(rows: Sequence[dict[str, Any]], tolerance: float) -> str:
         mark = "" if abs(err) <= tolerance else " !"
         kv_err = r.get("kv_relative_error")
         kv = "-" if kv_err is None else f"{kv_err:+.2%}"
-        table.add_row(
-            r["case"],
-            r["evidence"],
-            f"{r['measured_bytes'] / 2**20:,.2f}",
-            f"{r['predicted_bytes'] / 2**20:,.2f}",
-            f"{err:+.2%}{mark}",
-            kv,
-            f"{r['peak_phase']}: {r['peak_stage']}",
-        )
+        table.add_row(r["case"], r["evidence"], f"{r['measured_bytes'] / 2**20:,.2f}",
+                      f"{r['predicted_bytes'] / 2**20:,.2f}", f"{err:+.2%}{mark}", kv,
+                      f"{r['peak_phase']}: {r['peak_stage']}")
     console = Console(file=io.StringIO(), record=True, width=160)
     console.print(table)
     if rows:
         worst = max(rows, key=lambda r: abs(r["relative_error"]))
         mean_abs = sum(abs(r["relative_error"]) for r in rows) / len(rows)
-        console.print(
-            f"worst case: {worst['case']}: {worst['relative_error']:+.2%} "
-            f"(tolerance {tolerance:.0%}); mean absolute error {mean_abs:.2%} over {len(rows)} cases"
-        )
+        console.print(f"worst case: {worst['case']}: {worst['relative_error']:+.2%} "
+                      f"(tolerance {tolerance:.0%}); mean absolute error {mean_abs:.2%} over {len(rows)} cases")
         kv_rows = [r for r in rows if r.get("kv_relative_error") is not None]
         if kv_rows:
             kv_worst = max(kv_rows, key=lambda r: abs(r["kv_relative_error"]))
-            console.print(
-                f"KV cache at the end of generation, worst case: {kv_worst['case']}: "
-                f"{kv_worst['kv_relative_error']:+.2%} over {len(kv_rows)} decoder cases"
-            )
+            console.print(f"KV cache at the end of generation, worst case: {kv_worst['case']}: "
+                          f"{kv_worst['kv_relative_error']:+.2%} over {len(kv_rows)} decoder cases")
     return console.export_text()
 
 

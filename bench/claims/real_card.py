@@ -36,7 +36,7 @@ class RealCard:
         return self.usable_source.startswith("assumed")
 
     def describe(self) -> str:
-        """ "GeForce RTX 4060: 7,987 MiB usable (assumed)"."""
+        """"GeForce RTX 4060: 7,987 MiB usable (assumed)"."""
         kind = self.usable_source.split(":", 1)[0]
         return f"{self.name}: {self.usable_bytes / MiB:,.0f} MiB usable ({kind})"
 
@@ -60,7 +60,7 @@ class RealCardVerdict:
 
     @property
     def heading(self) -> str:
-        """ "on a real 8 GiB card (GeForce RTX 4060: 7,987 MiB usable (assumed))"."""
+        """"on a real 8 GiB card (GeForce RTX 4060: 7,987 MiB usable (assumed))"."""
         budget = self.claim.budget_text
         if self.card is None:
             return f"on a real {budget} card: no shipped card profile has a {budget} box"

@@ -20,8 +20,6 @@ from bench.units import GiB, MiB
 
 DEFAULT_ADVISE_PRECISIONS = ("fp16", "int8", "nf4", "nf4-dq")
 DEFAULT_ADVISE_CONTEXTS = (1024, 2048, 4096)
-
-
 def register(sub: Any) -> None:
     """Add the ``predict``, ``advise`` and ``profile`` subcommands."""
     p = sub.add_parser("predict", help="predict peak memory and decode tokens/s for a card you may not own")

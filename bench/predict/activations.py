@@ -183,7 +183,9 @@ def _decoder_mlp_stages(arch: Architecture, t: int, act: int, mlp_base: int, pea
 
 def decoder_decode_step(arch: Architecture, b: int, precision: Precision, traits: DeviceTraits, act: int) -> int:
     """Short-lived bytes of one decode step besides the KV cache (linear workspace and logits)."""
-    layers = max((linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"), default=0)
+    layers = max(
+        (linear_peak(lin, b, precision, traits, act) for lin in arch.linears if lin.role != "head"), default=0
+    )
     return max(layers + b * 4 * arch.hidden * act, logits_bytes(arch, b, act))
 
 

@@ -269,7 +269,10 @@ def advisor_summary_markdown(fits: Sequence[Fit], requirement: Requirement | Non
             speed = (
                 ""
                 if best.tokens_per_s is None
-                else (f", {_speed_text(best)} tokens/s" + (f" ({best.speed_basis})" if best.speed_basis else ""))
+                else (
+                    f", {_speed_text(best)} tokens/s"
+                    + (f" ({best.speed_basis})" if best.speed_basis else "")
+                )
             )
             lines.append(
                 f"Smallest card meeting **{requirement.describe()}**: **{best.gpu}** "

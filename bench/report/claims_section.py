@@ -42,6 +42,7 @@ def budget_words(claim: Claim) -> str:
     return f"{claim.budget_text} = {fmt_mib(claim.budget_bytes)} MiB = {fmt_gb(claim.budget_bytes)} GB"
 
 
+
 def _verdict_kind(symbol: str) -> str:
     return {"✅": "ok", "❌": "bad"}.get(symbol, "warn")
 

@@ -141,9 +141,7 @@ TEXT_FONTS = (
 )
 FONT_STACK = f'{TEXT_FONTS}, "Report Emoji"'
 
-CSS = (
-    EMOJI_FACE
-    + """
+CSS = EMOJI_FACE + """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --head:#f6f8fa; --ok:#dafbe1; --bad:#ffebe9; --warn:#fff8c5;
         --note:#ddf4ff; }
 * { box-sizing: border-box; }
@@ -178,7 +176,6 @@ details { margin: .4em 0 1em; }
 summary { cursor: pointer; color: #0969da; }
 ul { margin: .3em 0 1em; }
 """.replace("FONT_STACK", FONT_STACK)
-)
 
 
 def _html_table(table: Table) -> str:

@@ -81,17 +81,8 @@ def _mann_whitney_name(n: int, m: int, runs: int) -> str:
 def _not_measured(name: str, threshold: float, n: int, m: int, test: str, runs: int) -> MetricComparison:
     """The comparison of a metric that has no samples on one side."""
     return MetricComparison(
-        name,
-        math.nan,
-        math.nan,
-        math.nan,
-        NOT_MEASURED,
-        threshold,
-        n,
-        m,
-        detail="no samples on one side",
-        test=test,
-        baseline_runs=runs,
+        name, math.nan, math.nan, math.nan, NOT_MEASURED, threshold, n, m,
+        detail="no samples on one side", test=test, baseline_runs=runs,
     )
 
 

@@ -44,12 +44,7 @@ def set_bnb_avx512bf16(model, enabled: bool | None) -> int:
 
 
 def live_tensor_peak(
-    model_name: str,
-    precision: str,
-    context: int,
-    batch: int,
-    new: int,
-    cache: str = "config",
+    model_name: str, precision: str, context: int, batch: int, new: int, cache: str = "config",
     bnb_avx512bf16: bool | None = None,
 ) -> int:
     """The peak of live tensor bytes over one call (after one warm-up call), in this process."""
@@ -95,11 +90,7 @@ def live_tensor_peaks(cases: list[tuple], capability: str = "avx2") -> list[int]
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, __file__, capability, json.dumps(cases)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     if done.returncode == NO_SUCH_CAPABILITY:
         import pytest

@@ -27,9 +27,8 @@ from bench.units import GiB
 
 # Phi-3-mini fp16 needs 7.12 GiB of weights alone; nf4 about 2.3 GiB.
 def card(name: str, gib: int, gbs: float) -> HardwareProfile:
-    return HardwareProfile(
-        name=name, memory_bytes=gib * GiB, memory_bandwidth_bytes_per_s=gbs * 1e9, compute_capability="8.6"
-    )
+    return HardwareProfile(name=name, memory_bytes=gib * GiB, memory_bandwidth_bytes_per_s=gbs * 1e9,
+                           compute_capability="8.6")
 
 
 CARDS = [card("Small 6", 6, 300), card("Fast 8", 8, 900), card("Mid 12", 12, 360), card("Big 24", 24, 1000)]
@@ -59,20 +58,10 @@ def test_quantization_moves_the_choice_to_a_smaller_card() -> None:
 
 def test_price_ranks_when_every_card_has_one() -> None:
     priced = [
-        HardwareProfile(
-            name="Cheap big",
-            memory_bytes=24 * GiB,
-            memory_bandwidth_bytes_per_s=900e9,
-            price_usd=300,
-            sources={"price_usd": "test"},
-        ),
-        HardwareProfile(
-            name="Dear small",
-            memory_bytes=12 * GiB,
-            memory_bandwidth_bytes_per_s=360e9,
-            price_usd=900,
-            sources={"price_usd": "test"},
-        ),
+        HardwareProfile(name="Cheap big", memory_bytes=24 * GiB, memory_bandwidth_bytes_per_s=900e9, price_usd=300,
+                        sources={"price_usd": "test"}),
+        HardwareProfile(name="Dear small", memory_bytes=12 * GiB, memory_bandwidth_bytes_per_s=360e9, price_usd=900,
+                        sources={"price_usd": "test"}),
     ]
     fits = advise(priced, ["phi-3-mini"], ["fp16"], [2048])
     assert cheapest(fits, Requirement("phi-3-mini", 2048, ("fp16",))).gpu == "Cheap big"
@@ -81,31 +70,19 @@ def test_price_ranks_when_every_card_has_one() -> None:
 
 
 def test_tight_when_within_the_headroom() -> None:
-    need = predict_memory(
-        "phi-3-mini",
-        "fp16",
-        1984,
-        1,
-        64,
-        HardwareProfile(name="x", memory_bytes=GiB, memory_bandwidth_bytes_per_s=1e11),
-    ).total_bytes
+    need = predict_memory("phi-3-mini", "fp16", 1984, 1, 64,
+                          HardwareProfile(name="x", memory_bytes=GiB, memory_bandwidth_bytes_per_s=1e11)).total_bytes
     # fit is judged on usable memory: a card whose driver reports 2% more than the peak
-    card = HardwareProfile(
-        name="Exact",
-        memory_bytes=int(need * 1.05),
-        memory_bandwidth_bytes_per_s=1e11,
-        usable_bytes=int(need * 1.02),
-        sources={"usable_bytes": "test"},
-    )
+    card = HardwareProfile(name="Exact", memory_bytes=int(need * 1.05), memory_bandwidth_bytes_per_s=1e11,
+                           usable_bytes=int(need * 1.02), sources={"usable_bytes": "test"})
     (fit,) = advise([card], ["phi-3-mini"], ["fp16"], [2048])
     assert fit.verdict == TIGHT and fit.fits and fit.margin_bytes > 0
 
 
 def test_measured_speed_and_peak_are_shown_beside_the_prediction() -> None:
     # one nf4 record on Big 24: prompt 1984 + 64 new tokens, TPOT 20 ms (50 tokens/s), NVML peak 4 GiB
-    rec = generate_record(
-        precision="nf4", context=1984, new_tokens=64, tpot_s=0.02, noise=0.0, device_name="Big 24", peak_bytes=4 * GiB
-    )
+    rec = generate_record(precision="nf4", context=1984, new_tokens=64, tpot_s=0.02, noise=0.0,
+                          device_name="Big 24", peak_bytes=4 * GiB)
     same, longer = advise([CARDS[3]], ["phi-3-mini"], ["nf4"], [2048, 4096], records=[rec])
     assert same.measured_tokens_per_s == pytest.approx(50.0) and same.measured_peak_bytes == 4 * GiB
     # at 4096 (prompt 4032) nothing was measured: the 50 tokens/s scale with the bytes a step reads, counted by
@@ -156,12 +133,8 @@ def test_table_plot_and_markdown(tmp_path) -> None:
 
 
 def test_predict_command_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(
-            ["predict", "--model", "phi-3-mini", "--precision", "nf4-dq", "--context", "2048", "--gpu", "T4", "--json"]
-        )
-        == 0
-    )
+    assert main(["predict", "--model", "phi-3-mini", "--precision", "nf4-dq", "--context", "2048", "--gpu", "T4",
+                 "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     mem = data["memory"]
     assert data["label"] == "predicted" and mem["device"] == "Tesla T4"
@@ -173,9 +146,8 @@ def test_predict_command_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_predict_command_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "4032", "--gpu", "RTX 3060"]) == 0
-    )
+    assert main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "4032", "--gpu",
+                 "RTX 3060"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "Predicted peak memory" in out and "7,642,159,488" in out  # fp16 weights counted by hand
     assert "fits in GeForce RTX 3060's 11.72 GiB usable (box 12.00 GiB" in out  # 12,587,106,304 B cited
@@ -185,33 +157,16 @@ def test_predict_command_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_predict_command_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "512", "--gpu", "RTX 3061"]) == 2
-    )
+    assert main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "512", "--gpu",
+                 "RTX 3061"]) == 2
     err = capsys.readouterr().err
     assert "RTX 3061" in err and "GeForce RTX 3060" in err
     assert main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "5000"]) == 2
     assert "maximum of 4096" in capsys.readouterr().err
     assert main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "512", "--batch", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                "phi-3-mini",
-                "--precision",
-                "fp16",
-                "--context",
-                "2048",
-                "--batch",
-                "64",
-                "--gpu",
-                "RTX 3090",
-            ]
-        )
-        == 2
-    )
+    assert main(["predict", "--model", "phi-3-mini", "--precision", "fp16", "--context", "2048", "--batch", "64",
+                 "--gpu", "RTX 3090"]) == 2
     assert "largest batch that fits is" in capsys.readouterr().err
 
 
@@ -219,31 +174,10 @@ def test_advise_command(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "cards"
     for c in CARDS:
         save_profile(c, folder / f"{c.slug}.toml")
-    rc = main(
-        [
-            "advise",
-            "--profiles",
-            str(folder),
-            "--gpu",
-            "Small 6",
-            "--gpu",
-            "Mid 12",
-            "--gpu",
-            "Big 24",
-            "--context",
-            "4096",
-            "--precision",
-            "fp16",
-            "--min-tokens-per-s",
-            "20",
-            "--plot",
-            str(tmp_path / "a.png"),
-            "--markdown",
-            str(tmp_path / "a.md"),
-            "--json",
-            str(tmp_path / "a.json"),
-        ]
-    )
+    rc = main(["advise", "--profiles", str(folder), "--gpu", "Small 6", "--gpu", "Mid 12", "--gpu", "Big 24",
+               "--context", "4096", "--precision", "fp16", "--min-tokens-per-s", "20",
+               "--plot", str(tmp_path / "a.png"), "--markdown", str(tmp_path / "a.md"),
+               "--json", str(tmp_path / "a.json")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "Smallest card for phi-3-mini, 4096 context, fp16, at least 20 tokens/s: Mid 12" in " ".join(out.split())

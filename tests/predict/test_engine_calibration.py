@@ -14,14 +14,8 @@ from bench.units import GiB
 
 
 def card(name: str, gbs: float, kind: str = "cuda", aliases: tuple[str, ...] = ()) -> HardwareProfile:
-    return HardwareProfile(
-        name=name,
-        kind=kind,
-        memory_bytes=80 * GiB,
-        memory_bandwidth_bytes_per_s=gbs * 1e9,
-        compute_capability="9.0",
-        aliases=aliases,
-    )
+    return HardwareProfile(name=name, kind=kind, memory_bytes=80 * GiB, memory_bandwidth_bytes_per_s=gbs * 1e9,
+                           compute_capability="9.0", aliases=aliases)
 
 
 # Counted by hand for Phi-3-mini fp16 (reference/models.md): 7,642,159,488 bytes of weights less the input
@@ -63,9 +57,8 @@ def test_a_fraction_transfers_to_other_gpus_but_not_from_a_cpu():
     l4 = card("L4", 300)
     other = predict_decode("phi-3-mini", "fp16", 512, 1, 64, l4, [gpu_rec], [H200, l4], engine="compiled")
     assert other.calibrated_on == "H200" and other.label == "predicted"
-    cpu_rec = with_roofline(
-        generate_record(tpot_s=0.5, noise=0.0, device_name="AMD EPYC"), "eager", 1e10, "measured host bandwidth"
-    ).replace(device="cpu")
+    cpu_rec = with_roofline(generate_record(tpot_s=0.5, noise=0.0, device_name="AMD EPYC"), "eager", 1e10,
+                            "measured host bandwidth").replace(device="cpu")
     assert "decode_roofline_fraction" in cpu_rec.metrics
     not_cpu = predict_decode("phi-3-mini", "fp16", 512, 1, 64, l4, [cpu_rec], [H200, l4])
     assert not_cpu.label == "ceiling" and not_cpu.calibrated_on is None

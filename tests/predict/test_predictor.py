@@ -35,24 +35,13 @@ ROTARY_BUFFERS = 2 * 48 * 4  # inv_freq and original_inv_freq, float32
 
 
 def cpu_profile(capability: str = "AVX2") -> HardwareProfile:
-    return HardwareProfile(
-        name="test host",
-        kind="cpu",
-        memory_bytes=64 * GiB,
-        memory_bandwidth_bytes_per_s=2e10,
-        measured=Measured(cpu_capability=capability),
-    )
+    return HardwareProfile(name="test host", kind="cpu", memory_bytes=64 * GiB, memory_bandwidth_bytes_per_s=2e10,
+                           measured=Measured(cpu_capability=capability))
 
 
 def gpu(name: str = "Card 12", mem_gib: int = 12, gbs: float = 360, cc: str = "8.6", **measured) -> HardwareProfile:
-    return HardwareProfile(
-        name=name,
-        kind="cuda",
-        memory_bytes=mem_gib * GiB,
-        memory_bandwidth_bytes_per_s=gbs * 1e9,
-        compute_capability=cc,
-        measured=Measured(**measured) if measured else None,
-    )
+    return HardwareProfile(name=name, kind="cuda", memory_bytes=mem_gib * GiB, memory_bandwidth_bytes_per_s=gbs * 1e9,
+                           compute_capability=cc, measured=Measured(**measured) if measured else None)
 
 
 # --------------------------------------------------------------------------- exact full-size facts
@@ -261,9 +250,7 @@ FORCED_CAPABILITY = "AVX2"
 
 
 ACTIVATION_CASES = [
-    ("phi-3-tiny", "fp32", 512, 2, 4),
-    ("phi-3-tiny", "int8", 256, 1, 4),
-    ("phi-3-tiny", "nf4", 256, 2, 4),
+    ("phi-3-tiny", "fp32", 512, 2, 4), ("phi-3-tiny", "int8", 256, 1, 4), ("phi-3-tiny", "nf4", 256, 2, 4),
     ("bert-tiny", "fp16", 256, 4, 0),
 ]
 

@@ -16,12 +16,8 @@ from bench.units import GiB
 
 def card(usable: int | None, gib: int = 8) -> HardwareProfile:
     return HardwareProfile(
-        name="Card",
-        memory_bytes=gib * GiB,
-        memory_bandwidth_bytes_per_s=3e11,
-        compute_capability="8.6",
-        usable_bytes=usable,
-        sources={"usable_bytes": "a public log"} if usable else {},
+        name="Card", memory_bytes=gib * GiB, memory_bandwidth_bytes_per_s=3e11, compute_capability="8.6",
+        usable_bytes=usable, sources={"usable_bytes": "a public log"} if usable else {},
     )
 
 
@@ -51,19 +47,11 @@ def test_advisor_margins_and_verdicts_are_on_usable_memory() -> None:
     peak = predict_memory("phi-3-mini", "nf4", 4032, 1, 64, card(8 * GiB)).total_bytes
 
     def short(name: str, usable: int) -> HardwareProfile:
-        return HardwareProfile(
-            name=name,
-            memory_bytes=8 * GiB,
-            memory_bandwidth_bytes_per_s=3e11,
-            usable_bytes=usable,
-            sources={"usable_bytes": "a log"},
-        )
+        return HardwareProfile(name=name, memory_bytes=8 * GiB, memory_bandwidth_bytes_per_s=3e11,
+                               usable_bytes=usable, sources={"usable_bytes": "a log"})
 
-    cards = [
-        HardwareProfile(name="Roomy", memory_bytes=8 * GiB, memory_bandwidth_bytes_per_s=3e11),
-        short("Exact", peak),
-        short("Short", peak - 1),
-    ]
+    cards = [HardwareProfile(name="Roomy", memory_bytes=8 * GiB, memory_bandwidth_bytes_per_s=3e11),
+             short("Exact", peak), short("Short", peak - 1)]
     fits = {f.gpu: f for f in advise(cards, ["phi-3-mini"], ["nf4"], [4096])}
     # the same 8 GiB box each time; only the usable memory decides: at the peak "tight" (no headroom), a byte
     # below it "no"

@@ -17,16 +17,8 @@ def _tiny_phi3(window: int):
     from transformers import Phi3Config
 
     return Phi3Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=128,
-        max_position_embeddings=256,
-        sliding_window=window,
-        pad_token_id=0,
-        bos_token_id=1,
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        vocab_size=128, max_position_embeddings=256, sliding_window=window, pad_token_id=0, bos_token_id=1,
         eos_token_id=2,
     )
 
@@ -40,13 +32,8 @@ def _generate(model, context: int, new_tokens: int):
     ids = torch.randint(3, model.config.vocab_size, (1, context))
     with torch.no_grad():
         out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            return_dict_in_generate=True,
-            pad_token_id=0,
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+            do_sample=False, return_dict_in_generate=True, pad_token_id=0,
         )
     return cache_layout(out.past_key_values)
 
