@@ -142,23 +142,22 @@ def llama_435_forward(pool: Any, arch: Any, prec: Any, b: int, length: int, act:
         tr.new(f"{x}_sin", t * width * act)
         tr.drop("rot")
         tr.new(f"{x}_emb", t * width * act)
-        tr.drop(f"{x}_cos", f"{x}_sin", x)
+        tr.drop(f"{x}_cos", f"{x}_sin")
 
     cache: list[int] = []
     tr.new("embeds", t * h * act)
     tr.new("mask", b * length * length * act)
     hidden = "embeds"
-    for i in range(arch.num_layers):
-        rms_norm(hidden, "normed")
+    for i in range(arch.num_layers):  # the caller holds the layer's input until the layer returns
+        rms_norm(hidden, "normed")  # held by the layer until its attention returns
         linear("q", "q", q_dim)
         linear("k", "k", kv_dim)
         linear("v", "v", kv_dim)
-        tr.drop("normed")
         tr.new("cos", t * arch.head_dim * act)
         tr.new("sin", t * arch.head_dim * act)
         rotary("q", q_dim)
         rotary("k", kv_dim)
-        tr.drop("cos", "sin")
+        tr.drop("cos", "sin", "q", "k")  # apply_rotary_pos_emb returns both before the originals go
         scores = b * heads * length * length
         tr.new("scores", scores * act)
         tr.new("scaled", scores * act)
@@ -170,14 +169,13 @@ def llama_435_forward(pool: Any, arch: Any, prec: Any, b: int, length: int, act:
         tr.new("soft", scores * act)
         tr.drop("soft32")
         tr.new("attn", t * q_dim * act)
-        tr.drop("soft", "q_emb")
         tr.new("attn_t", t * q_dim * act)
         tr.drop("attn")
         linear("o", "o", h)
-        tr.drop("attn_t")
+        tr.drop("attn_t", "soft", "q_emb", "normed")  # attn_weights = None and the locals at the return
         cache += [tr.live.pop("k_emb"), tr.live.pop("v")]
         tr.new("res1", t * h * act)
-        tr.drop("o", hidden)
+        tr.drop("o")
         rms_norm("res1", "normed2")
         linear("gate", "gate", inter)
         tr.new("act", t * inter * act)
@@ -188,7 +186,7 @@ def llama_435_forward(pool: Any, arch: Any, prec: Any, b: int, length: int, act:
         linear("down", "down", h)
         tr.drop("prod", "normed2")
         tr.new(f"out{i}", t * h * act)
-        tr.drop("down", "res1")
+        tr.drop("down", "res1", hidden)
         hidden = f"out{i}"
     rms_norm(hidden, "final")
     tr.drop(hidden, "mask")
