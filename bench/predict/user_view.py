@@ -193,12 +193,22 @@ def loading_fields(
     steady = costs.context_bytes + weights_bytes + peak.dynamic_bytes + costs.slack_bytes
     if device_kind != "cuda":
         return {"fit_bytes": int(steady)}
+    act = DTYPE_BYTES[runtime_dtype(precision, "cuda")]
+    dequantized = [lin.numel * act for lin in arch.layer_linears(0) if lin.quantized] if precision.quant else []
+    # 4-bit weights are dequantized to 16 bits for a matmul of more rows than the fused kernel takes
+    prefill_dequant = dequantized if precision.quant != "int8" and batch_size * context_tokens > 4 else []
+    decode_dequant = dequantized if precision.quant != "int8" and batch_size > CURRENT.fused_4bit_max_rows else []
+    rows = batch_size * context_tokens
     shape = GenerationShape(
         batch_size,
         context_tokens,
         new_tokens,
         int(peak.activation_bytes),
         (cublas_workspace_bytes(card) // 2,) * 2,
+        0,
+        max([rows * arch.intermediate * act, *prefill_dequant]),
+        (),
+        tuple(decode_dequant),
     )
     if nvidia_smi:
         view = user_view(arch, precision, shape)
