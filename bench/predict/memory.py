@@ -235,7 +235,17 @@ def predict_memory(
     total = costs.context_bytes + weights.total_bytes + peak.dynamic_bytes + costs.slack_bytes
     card = device_profile if device_profile is not None and device == "cuda" else None
     loading = loading_fields(
-        arch, prec, peak, costs, weights.total_bytes, context_tokens, batch_size, new_tokens, device, card, nvidia_smi
+        arch,
+        prec,
+        peak,
+        costs.context_bytes,
+        int(total),
+        context_tokens,
+        batch_size,
+        new_tokens,
+        device,
+        card,
+        nvidia_smi,
     )
     return MemoryPrediction(
         model=arch.name,

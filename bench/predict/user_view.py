@@ -176,8 +176,8 @@ def loading_fields(
     arch: Architecture,
     precision: Precision,
     peak: Any,
-    costs: Any,
-    weights_bytes: int,
+    context_bytes: int,
+    total_bytes: int,
     context_tokens: int,
     batch_size: int,
     new_tokens: int,
@@ -187,10 +187,11 @@ def loading_fields(
 ) -> dict[str, Any]:
     """The loading and user-view fields of a :class:`~bench.predict.memory.MemoryPrediction`.
 
-    ``peak`` is the steady state's :class:`~bench.predict.memory.Peak`, ``costs`` its fixed costs. On a CPU
-    there is no caching allocator to model: ``fit_bytes`` is the steady-state total and the rest is None.
+    ``peak`` is the steady state's :class:`~bench.predict.memory.Peak`, ``context_bytes`` its fixed costs
+    (CUDA context) and ``total_bytes`` its predicted peak. On a CPU there is no caching allocator to model:
+    ``fit_bytes`` is the steady-state total and the rest is None.
     """
-    steady = costs.context_bytes + weights_bytes + peak.dynamic_bytes + costs.slack_bytes
+    steady = total_bytes
     if device_kind != "cuda":
         return {"fit_bytes": int(steady)}
     act = DTYPE_BYTES[runtime_dtype(precision, "cuda")]
@@ -215,10 +216,10 @@ def loading_fields(
         load, pool = view.load, view.pool_after_generation_bytes
     else:
         load, pool = _loading(arch, precision), None
-    load_peak = costs.context_bytes + load.peak_allocated_bytes
+    load_peak = context_bytes + load.peak_allocated_bytes
     smi = note = None
     if pool is not None:
-        smi = costs.context_bytes + pool
+        smi = context_bytes + pool
         if card is not None and smi > card.usable_memory_bytes:
             note = (
                 f"the allocator's pool would outgrow {card.name}: torch returns its cached blocks when an "
