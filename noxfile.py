@@ -133,6 +133,8 @@ def predict_accuracy(session: nox.Session) -> None:
 
     ``nox -s predict_accuracy -- --quick`` for a few cases; ``-- --results reports/<gpu-run>`` compares a GPU
     run's NVML peaks with the predictions for its card. Exit status 1 when the worst case is beyond 5%.
+    ``-- --published`` predicts every published A100 reading (benchmarks/published) and prints the error per
+    reading kind (allocator peaks, composite, device used at the end).
     """
     _install(session)
     session.run("python", "benchmarks/predictor_accuracy.py", *session.posargs)

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "bench.commands.compare_cmd",
     "bench.commands.report_cmd",
     "bench.commands.predict_cmd",
+    "bench.commands.fit_cmd",
 )
 
 # The module that registers each subcommand: a command line that names one imports that module only (the
@@ -32,6 +33,7 @@ COMMANDS = {
     "predict": "bench.commands.predict_cmd",
     "advise": "bench.commands.predict_cmd",
     "profile": "bench.commands.predict_cmd",
+    "fit": "bench.commands.fit_cmd",
 }
 
 

@@ -15,6 +15,7 @@ the card must hold) with the prediction for the card named in each record.
     python benchmarks/predictor_accuracy.py --quick        # CPU, a few cases
     python benchmarks/predictor_accuracy.py --results reports/<gpu-run>
     python benchmarks/predictor_accuracy.py --out accuracy.json
+    python benchmarks/predictor_accuracy.py --published    # published A100 readings (published_accuracy.py)
 
 Exit status 1 when the worst relative error exceeds ``--tolerance`` (default 5%).
 """
@@ -198,6 +199,12 @@ def render(rows: Sequence[dict[str, Any]], tolerance: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; exit 1 when the worst case is outside the tolerance."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--published" in argv:  # published real-GPU readings instead of this machine (published_accuracy.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import published_accuracy
+
+        return published_accuracy.main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, help="a GPU run folder to compare instead of measuring on this CPU")
     parser.add_argument("--profiles", action="append", default=[], help="extra hardware profile folder(s)")

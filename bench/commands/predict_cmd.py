@@ -23,7 +23,10 @@ DEFAULT_ADVISE_CONTEXTS = (1024, 2048, 4096)
 def register(sub: Any) -> None:
     """Add the ``predict``, ``advise`` and ``profile`` subcommands."""
     p = sub.add_parser("predict", help="predict peak memory and decode tokens/s for a card you may not own")
-    p.add_argument("--model", required=True, help="a registered model (bench list)")
+    p.add_argument(
+        "--model", help="a registered model (bench list) or a hub id org/name (config.json from the local cache)"
+    )
+    _any_model_arguments(p)
     p.add_argument("--precision", required=True, help="fp32, fp16, bf16, int8, nf4, nf4-dq, fp4, fp4-dq")
     p.add_argument("--context", type=int, required=True, help="prompt tokens")
     p.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
@@ -58,7 +61,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=predict_command)
 
     a = sub.add_parser("advise", help="which card fits which model x precision x context, and how fast (predicted)")
-    a.add_argument("--model", action="append", help="model(s) (default phi-3-mini)")
+    a.add_argument(
+        "--model", action="append", help="model(s): registered names or hub ids org/name (default phi-3-mini)"
+    )
+    _any_model_arguments(a)
     a.add_argument("--precision", action="append", help=f"precision(s) (default {' '.join(DEFAULT_ADVISE_PRECISIONS)})")
     a.add_argument(
         "--context",
@@ -104,6 +110,20 @@ def register(sub: Any) -> None:
     f.set_defaults(func=profile_command)
 
 
+def _any_model_arguments(parser: Any) -> None:
+    """--model-path and --allow-download: predict any model from its config.json alone."""
+    parser.add_argument(
+        "--model-path",
+        type=Path,
+        help="a directory holding the model's config.json (weights not needed); --model then names it",
+    )
+    parser.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="fetch a hub id's config.json (that file only) when the local Hugging Face cache lacks it",
+    )
+
+
 def _profiles(extra: list[str]) -> list[Any]:
     from bench.config.hardware import load_profiles, profile_dirs
 
@@ -127,13 +147,15 @@ def _size(n: int | None) -> str:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print (or write as JSON) the predicted peak memory breakdown and decode tokens/s."""
+    from bench.config.config_only import resolve_model
     from bench.config.hardware import get_profile, load_profile
-    from bench.config.models import DECODER, get_model
+    from bench.config.models import DECODER
     from bench.config.precision import get_precision
     from bench.predict.memory import largest_batch, predict_memory
     from bench.predict.speed import predict_decode
 
-    entry = get_model(args.model)
+    entry = resolve_model(args.model, args.model_path, args.allow_download)
+    model = entry.model
     get_precision(args.precision)
     new_tokens = args.new_tokens if args.new_tokens is not None else (64 if entry.family == DECODER else 0)
     profiles = _profiles(args.profiles)
@@ -141,7 +163,7 @@ def predict_command(args: argparse.Namespace) -> int:
         raise BadInputError("give --gpu NAME or --profile FILE, not both")
     device = load_profile(args.profile) if args.profile else get_profile(args.gpu, profiles) if args.gpu else None
     mem = predict_memory(
-        args.model,
+        model,
         args.precision,
         args.context,
         args.batch,
@@ -151,17 +173,17 @@ def predict_command(args: argparse.Namespace) -> int:
         cache=args.cache,
     )
     if device is not None and device.kind == "cuda" and args.batch > 1 and not mem.fits:
-        limit = largest_batch(args.model, args.precision, args.context, new_tokens, device, cache=args.cache)
+        limit = largest_batch(model, args.precision, args.context, new_tokens, device, cache=args.cache)
         what = f"the largest batch that fits is {limit}" if limit else "not even a batch of 1 fits"
         raise BadInputError(
             f"batch {args.batch} cannot fit on {device.name} ({_size(device.usable_memory_bytes)} usable of "
             f"{_size(device.memory_bytes)}) at context {args.context}: predicted peak {_size(mem.total_bytes)}; "
-            f"{what} (predicted)"
+            f"{what} (predicted, loading included)"
         )
     speed = None
     if entry.family == DECODER and device is not None and new_tokens >= 2:
         speed = predict_decode(
-            args.model,
+            model,
             args.precision,
             args.context,
             args.batch,
@@ -192,6 +214,30 @@ def _cache_text(mem: Any) -> str:
     if mem.cache_window_tokens is not None:
         return f"; {held} (sliding window of {mem.cache_window_tokens:,})"
     return f"; {held} (full cache: every token)"
+
+
+def loading_lines(mem: Any) -> list[str]:
+    """The loading phase and the user's view in words: the load peak, the fit figure and nvidia-smi's reading."""
+    if mem.load_peak_bytes is None:
+        return [f"fit figure (predicted): {_size(mem.fit_bytes)} = the steady-state peak (no loading model on a CPU)"]
+    phase = "loading" if mem.load_peak_bytes > mem.total_bytes else "generation"
+    lines = [
+        f"load peak (predicted): {_size(mem.load_peak_bytes)} = context + live bytes while loading: the weights "
+        f"loaded so far + the 16-bit tensor being placed ({mem.load_peak_tensor}) and its quantization workspace",
+        f"fit figure (predicted): {_size(mem.fit_bytes)} = context + the larger live peak ({phase}) + slack; "
+        "fit is judged on it (cached blocks are handed back before an allocation fails)",
+    ]
+    if mem.nvidia_smi_bytes is not None:
+        cached = mem.nvidia_smi_bytes - mem.fit_bytes
+        lines.append(
+            f"nvidia-smi would show (predicted): {_size(mem.nvidia_smi_bytes)} = context + the caching allocator's "
+            f"pool after loading and one generation without empty_cache() ({_size(cached)} against the fit "
+            f"figure: blocks freed while loading, {_size(mem.pool_after_load_bytes)} pool after loading, and while "
+            "generating; the card's own nvidia-smi line adds other processes)"
+        )
+        if mem.nvidia_smi_note:
+            lines.append(f"note: {mem.nvidia_smi_note}")
+    return lines
 
 
 def usable_lines(mem: Any, device: Any) -> list[str]:
@@ -251,6 +297,8 @@ def _print_prediction(mem: Any, speed: Any, device: Any = None) -> None:
         "",
     )
     console.print(t)
+    for line in loading_lines(mem):
+        console.print(line, highlight=False)
     for line in usable_lines(mem, device):
         console.print(line, highlight=False)
     for note in mem.notes:
@@ -304,6 +352,19 @@ def _check_max_kl(max_kl: float | None, records: list[Any], models: list[str]) -
         )
 
 
+def _advise_models(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """The models to advise on (registered names or configs) and their display names."""
+    from bench.config.config_only import resolve_model
+
+    if args.model_path is not None:
+        if args.model and len(args.model) > 1:
+            raise BadInputError("--model-path predicts one model: give at most one --model to name it")
+        resolved = [resolve_model(args.model[0] if args.model else None, args.model_path, args.allow_download)]
+    else:
+        resolved = [resolve_model(m, None, args.allow_download) for m in args.model or ["phi-3-mini"]]
+    return [r.model for r in resolved], [r.name for r in resolved]
+
+
 def advise_command(args: argparse.Namespace) -> int:
     """Print the fit table and the smallest card per requirement; with --plot/--markdown/--json, write those too."""
     from rich.console import Console
@@ -315,11 +376,11 @@ def advise_command(args: argparse.Namespace) -> int:
 
     profiles = _profiles(args.profiles)
     pool = [get_profile(name, profiles) for name in args.gpu] if args.gpu else profiles
-    models = args.model or ["phi-3-mini"]
+    models, names = _advise_models(args)
     precisions = args.precision or list(DEFAULT_ADVISE_PRECISIONS)
     contexts = args.context or list(DEFAULT_ADVISE_CONTEXTS)
     records = _records(args.results)
-    _check_max_kl(args.max_kl, records, models)
+    _check_max_kl(args.max_kl, records, names)
     fits = advise(
         pool,
         models,
@@ -336,7 +397,7 @@ def advise_command(args: argparse.Namespace) -> int:
         console.print(line, highlight=False)
     requirements = [
         Requirement(m, c, tuple(precisions), args.min_tokens_per_s, args.batch, args.new_tokens, args.max_kl)
-        for m in models
+        for m in names
         for c in contexts
     ]
     for req in requirements:

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.config.hardware import HardwareProfile, find_profile
-from bench.config.models import DECODER, get_model
+from bench.config.models import DECODER
 from bench.config.precision import get_precision
 from bench.errors import BadInputError
+from bench.predict.architecture import architecture
 from bench.predict.memory import predict_memory
 from bench.predict.speed import predict_decode
 from bench.results.quality import measured_kl_by_precision
@@ -67,7 +68,7 @@ class Fit:
     prompt_tokens: int
     new_tokens: int
     batch_size: int
-    predicted_peak_bytes: int
+    predicted_peak_bytes: int  # the predicted fit figure: live peak over loading and generation + context + slack
     margin_bytes: int  # usable memory minus the predicted peak
     verdict: str  # fits | tight | no, against the usable memory
     tokens_per_s: float | None  # predicted (efficiency applied) or the ceiling; None for encoders
@@ -109,15 +110,17 @@ class Fit:
         return out
 
 
-def split_context(model: str, context_tokens: int, new_tokens: int) -> tuple[int, int]:
-    """``(prompt tokens, new tokens)`` that fill a window of ``context_tokens``; errors name the model's limit."""
-    entry = get_model(model)
-    limit = entry.max_positions
+def split_context(model: Any, context_tokens: int, new_tokens: int) -> tuple[int, int]:
+    """``(prompt tokens, new tokens)`` that fill a window of ``context_tokens``; errors name the model's limit.
+
+    ``model`` is a registered name or a transformers config (any model, :mod:`bench.config.config_only`)."""
+    arch = architecture(model)
+    limit = arch.max_positions
     if context_tokens > limit:
         raise BadInputError(
-            f"context {context_tokens} exceeds {model}'s maximum of {limit} tokens; use --context {limit} or less"
+            f"context {context_tokens} exceeds {arch.name}'s maximum of {limit} tokens; use --context {limit} or less"
         )
-    if entry.family != DECODER:
+    if arch.family != DECODER:
         return context_tokens, 0
     if new_tokens >= context_tokens:
         raise BadInputError(
@@ -184,12 +187,13 @@ def advise(
     if not gpus:
         raise BadInputError("no GPU profiles to advise on; check --profiles")
     for model in models:
-        family = get_model(model).family
+        arch = architecture(model)
+        family, name = arch.family, arch.name
         for context in contexts:
             prompt, new = split_context(model, context, new_tokens)
             for precision in precisions:
                 for gpu in gpus:
-                    mem = predict_memory(model, precision, prompt, batch_size, new, gpu)
+                    mem = predict_memory(model, precision, prompt, batch_size, new, gpu, nvidia_smi=False)
                     usable = gpu.usable_memory_bytes
                     speed = None
                     if family == DECODER:
@@ -202,25 +206,25 @@ def advise(
                             memory_bytes=gpu.memory_bytes,
                             bandwidth_bytes_per_s=gpu.bandwidth_bytes_per_s,
                             price_usd=gpu.price_usd,
-                            model=model,
+                            model=name,
                             precision=precision,
                             context_tokens=context,
                             prompt_tokens=prompt,
                             new_tokens=new,
                             batch_size=batch_size,
-                            predicted_peak_bytes=mem.total_bytes,
-                            margin_bytes=usable - mem.total_bytes,
-                            verdict=_verdict(mem.total_bytes, usable, headroom),
+                            predicted_peak_bytes=mem.fit_bytes,
+                            margin_bytes=usable - mem.fit_bytes,
+                            verdict=_verdict(mem.fit_bytes, usable, headroom),
                             tokens_per_s=speed.predicted_tokens_per_s if speed else None,
                             speed_label=speed.label if speed else None,
                             measured_tokens_per_s=speed.measured_tokens_per_s if speed else None,
-                            measured_peak_bytes=_measured_peak(peaks, gpu, (model, precision, prompt, new, batch_size)),
+                            measured_peak_bytes=_measured_peak(peaks, gpu, (name, precision, prompt, new, batch_size)),
                             notes=mem.notes,
                             usable_bytes=usable,
                             usable_source=gpu.usable_source,
                             engine=engine,
                             speed_basis=speed.basis_text if speed else None,
-                            kl_mean_nats=kl.get((model, precision)),
+                            kl_mean_nats=kl.get((name, precision)),
                         )
                     )
     return fits

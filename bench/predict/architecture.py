@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config.models import DECODER, ENCODER, family_of_config, get_model
+from bench.config.models import DECODER, ENCODER, config_window, family_of_config, get_model
 from bench.errors import BadInputError
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}
@@ -97,6 +97,15 @@ class Architecture:
 
 
 _ROLE_SUFFIXES = (
+    ("attn.c_proj", "o"),  # GPT-2 / GPT-BigCode: c_attn (fused qkv), attn.c_proj, mlp.c_fc, mlp.c_proj
+    ("mlp.c_proj", "fc2"),
+    ("c_fc", "fc1"),
+    ("q_lin", "q"),  # DistilBERT
+    ("k_lin", "k"),
+    ("v_lin", "v"),
+    ("out_lin", "o"),
+    ("ffn.lin1", "fc1"),
+    ("ffn.lin2", "fc2"),
     ("qkv_proj", "qkv"),
     ("query_key_value", "qkv"),
     ("c_attn", "qkv"),
@@ -265,10 +274,25 @@ def _quantization_rule(model: Any) -> Callable[[str], bool]:
     return lambda mod_name: bool(should_convert_module(mod_name, skip))
 
 
-def _linear_layers(model: Any, converts: Callable[[str], bool]) -> tuple[list[LinearLayer], set[str]]:
-    """Every ``nn.Linear`` of the model, and the names of the parameters they own (weights and biases)."""
+def _linear_shape(module: Any) -> tuple[int, int] | None:
+    """``(in_features, out_features)`` of a module bitsandbytes replaces: ``nn.Linear``, or transformers'
+    ``Conv1D`` (GPT-2), whose weight is stored transposed (``in x out``); None for anything else.
+
+    transformers 5.25 ``integrations/bitsandbytes.replace_with_bnb_linear``: ``isinstance(module, Conv1D) or
+    type(module) is nn.Linear``, ``in_features, out_features = module.weight.shape`` for Conv1D.
+    """
     import torch
 
+    if type(module) is torch.nn.Linear:
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        in_features, out_features = module.weight.shape
+        return int(in_features), int(out_features)
+    return None
+
+
+def _linear_layers(model: Any, converts: Callable[[str], bool]) -> tuple[list[LinearLayer], set[str]]:
+    """Every ``nn.Linear`` (and ``Conv1D``) of the model, and the names of the parameters they own."""
     first_name: dict[int, str] = {}
     for pname, p in model.named_parameters(remove_duplicate=False):
         first_name.setdefault(id(p), pname)
@@ -276,14 +300,15 @@ def _linear_layers(model: Any, converts: Callable[[str], bool]) -> tuple[list[Li
     linears: list[LinearLayer] = []
     linear_weights: set[str] = set()
     for mod_name, module in model.named_modules():
-        if type(module) is not torch.nn.Linear:
+        shape = _linear_shape(module)
+        if shape is None:
             continue
         tied = first_name.get(id(module.weight)) != f"{mod_name}.weight"
         linears.append(
             LinearLayer(
                 mod_name,
-                module.in_features,
-                module.out_features,
+                shape[0],
+                shape[1],
                 module.bias is not None,
                 converts(mod_name) and not tied,
                 "head" if module is head else _role(mod_name),
@@ -314,6 +339,16 @@ def _other_tensors(model: Any, linear_weights: set[str]) -> list[OtherTensor]:
     return others
 
 
+def _mlp_width(linears: list[LinearLayer]) -> int | None:
+    """The MLP's inner width, read from the first layer's MLP linears (gate/up, fused gate_up or fc1)."""
+    for lin in linears:
+        if lin.layer == 0 and lin.role in ("gate", "up", "fc1"):
+            return lin.out_features
+        if lin.layer == 0 and lin.role == "gate_up":
+            return lin.out_features // 2
+    return None
+
+
 def _describe(
     name: str, family: str, model: Any, linears: list[LinearLayer], others: list[OtherTensor]
 ) -> Architecture:
@@ -325,16 +360,19 @@ def _describe(
     head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
     roles = {lin.role for lin in linears if lin.layer == 0}
     mlp = "fused_gated" if "gate_up" in roles else "gated" if "gate" in roles else "plain"
-    window = getattr(cfg, "sliding_window", None)
+    window = config_window(cfg)
+    # GPT-BigCode's multi-query attention keeps one key/value head (``multi_query``, no num_key_value_heads)
+    kv_heads = 1 if getattr(cfg, "multi_query", False) else int(getattr(cfg, "num_key_value_heads", None) or heads)
+    intermediate = _mlp_width(linears) or getattr(cfg, "intermediate_size", None) or 4 * hidden
     return Architecture(
         name=name,
         family=family,
         model_type=str(cfg.model_type),
         num_layers=int(cfg.num_hidden_layers),
         hidden=hidden,
-        intermediate=int(getattr(cfg, "intermediate_size", 4 * hidden)),
+        intermediate=int(intermediate),
         heads=heads,
-        kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
+        kv_heads=kv_heads,
         head_dim=head_dim,
         vocab=int(cfg.vocab_size),
         max_positions=int(getattr(cfg, "max_position_embeddings", 0) or 1 << 30),

@@ -33,6 +33,7 @@ from bench.predict.kv_cache import (
     kv_bytes_per_token,
     windowed_step_tokens,
 )
+from bench.predict.user_view import loading_fields
 from bench.predict.weights import weight_bytes
 
 
@@ -68,16 +69,24 @@ class MemoryPrediction:
     cache_window_tokens: int | None = None  # the sliding window applied, None when every token is kept
     device_usable_bytes: int | None = None  # what the driver reports as the card's total (see usable_source)
     usable_source: str | None = None  # "measured: ...", "cited: ..." or "assumed: ..."
+    # the loading phase and the user's view (bench.predict.user_view); None on a CPU
+    load_peak_bytes: int | None = None  # context + live peak while loading
+    load_peak_tensor: str | None = None  # the tensor being loaded at that peak
+    fit_bytes: int = 0  # context + the larger live peak (loading, generation) + slack: what fit is judged on
+    nvidia_smi_bytes: int | None = None  # context + the allocator's pool after loading and one generation
+    pool_after_load_bytes: int | None = None  # the allocator's reserved bytes right after loading
+    nvidia_smi_note: str | None = None  # why the nvidia-smi figure is capped or keeps growing
 
     @property
     def fits(self) -> bool | None:
-        """True when the predicted peak fits the card's usable memory; None without a card."""
-        return None if self.device_usable_bytes is None else self.total_bytes <= self.device_usable_bytes
+        """True when the predicted fit figure (live peak over loading and generation) fits the card's usable
+        memory; None without a card."""
+        return None if self.device_usable_bytes is None else self.fit_bytes <= self.device_usable_bytes
 
     @property
     def margin_bytes(self) -> int | None:
-        """Usable memory minus the predicted peak (negative: does not fit)."""
-        return None if self.device_usable_bytes is None else self.device_usable_bytes - self.total_bytes
+        """Usable memory minus the predicted fit figure (negative: does not fit)."""
+        return None if self.device_usable_bytes is None else self.device_usable_bytes - self.fit_bytes
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (byte fields as integers; ``fits`` and ``margin_bytes`` included)."""
@@ -218,13 +227,16 @@ def predict_memory(
     cache: str = "config",
     bnb_4bit_path: str | None = None,
     first_call: bool = True,
+    nvidia_smi: bool = True,
 ) -> MemoryPrediction:
     """Predict the peak memory of one generate (decoder) or encode (encoder) call.
 
     ``model`` is a registered name or a transformers config; ``device_profile`` None means a generic
     CUDA GPU (assumed context, no card limit); a ``cpu`` profile predicts the host process's growth.
     ``cache`` is the KV-cache policy (``config``, ``window`` or ``full``: the window removed). A card's
-    fit is judged against its usable memory (``device_usable_bytes``), its box size shown beside it.
+    fit is judged against its usable memory (``device_usable_bytes``), its box size shown beside it, on
+    ``fit_bytes`` (loading included, :mod:`.user_view`); ``nvidia_smi=False`` skips the replay of the
+    generation that ``nvidia_smi_bytes`` needs (the figure is then None).
     ``bnb_4bit_path`` is bitsandbytes' CPU 4-bit path (``cpu-avx512bf16-packed`` or ``cpu-dequantize``) where known,
     for a record's own path or a forced switch; else the profile's CPU decides (:func:`.activations.device_traits`).
     ``first_call``: the call is the first after loading (bitsandbytes' CPU AVX512-BF16 path then repacks each
@@ -246,6 +258,19 @@ def predict_memory(
         costs = cpu_fixed_costs(arch, prec, peak.dynamic_bytes)
     total = costs.context_bytes + weights.total_bytes + peak.dynamic_bytes + costs.slack_bytes
     card = device_profile if device_profile is not None and device == "cuda" else None
+    loading = loading_fields(
+        arch,
+        prec,
+        peak,
+        costs.context_bytes,
+        int(total),
+        context_tokens,
+        batch_size,
+        new_tokens,
+        device,
+        card,
+        nvidia_smi,
+    )
     return MemoryPrediction(
         model=arch.name,
         precision=prec.name,
@@ -272,6 +297,7 @@ def predict_memory(
         device_usable_bytes=card.usable_memory_bytes if card else None,
         usable_source=card.usable_source if card else None,
         **_cache_fields(arch, context_tokens, new_tokens),
+        **loading,
     )
 
 
@@ -285,11 +311,14 @@ def largest_batch(
     *,
     cache: str = "config",
 ) -> int:
-    """The largest batch whose predicted peak fits the card's usable memory (0 when even one sequence does not)."""
+    """The largest batch whose predicted fit figure (loading included) fits the card's usable memory (0 when
+    even one sequence does not)."""
 
     def fits(b: int) -> bool:
-        pred = predict_memory(model, precision, context_tokens, b, new_tokens, device_profile, cache=cache)
-        return pred.total_bytes <= device_profile.usable_memory_bytes
+        pred = predict_memory(
+            model, precision, context_tokens, b, new_tokens, device_profile, cache=cache, nvidia_smi=False
+        )
+        return pred.fit_bytes <= device_profile.usable_memory_bytes
 
     if not fits(1):
         return 0

@@ -110,6 +110,7 @@ def prediction_for(record: Record, profiles: Sequence[HardwareProfile] = ()) -> 
             attn_implementation=spec.attn_implementation,
             cache=spec.cache,
             bnb_4bit_path=cpu_path,
+            nvidia_smi=False,  # the record's check compares peaks and weights; no allocator-pool replay
         )
     except BadInputError as exc:
         return Prediction(note=f"no prediction: {exc}")
