@@ -305,7 +305,12 @@ class CaseRunner:
         base["machine"] = machine.fingerprint().digest  # which CPU, ISA and library versions measured it
         try:
             device = resolve_device(spec.device)
-            record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)
+            if spec.engine == "llama.cpp":  # a GGUF file in llama.cpp: no torch model is loaded
+                from bench.measure.llamacpp import measure_llamacpp
+
+                record = measure_llamacpp(self, spec, policy, device, base)
+            else:
+                record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)
         except Exception as exc:
             status = "oom" if is_oom(exc, device) else "skipped" if engine_failure(exc) else "error"
             self.context_poisoned = status == "error" and device.startswith("cuda") and poisons_cuda_context(exc)
