@@ -180,13 +180,13 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
     weights = None
     if args.model_path is not None:
         from bench.config.checkpoint_check import validate_checkpoint
-        from bench.config.models import checkpoint_files, gguf_context_length, is_gguf_file
+        from bench.config.models import checkpoint_files, gguf_fields, is_gguf_file
 
         path = args.model_path.expanduser().resolve()
         if is_gguf_file(path):
             if "llama.cpp" not in (args.engine or ()):
                 raise BadInputError(f"--model-path {path} is a GGUF file: run it with --engine llama.cpp")
-            gguf_context_length(path)  # an unreadable file is named now, not in every case
+            _check_gguf_precisions(path, gguf_fields(path)[1], args.precision or ())
         else:
             validate_checkpoint(checkpoint_files(path))  # a corrupt weight file is named now, not in every case
         weights = f"checkpoint:{path}"
@@ -212,6 +212,19 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
     if args.repetitions is not None and args.repetitions < 1:
         raise BadInputError(f"--repetitions must be at least 1, got {args.repetitions}")
     return with_overrides(suite, **overrides)
+
+
+def _check_gguf_precisions(path: Path, file_type: str | None, precisions: Any) -> None:
+    """Refuse a --precision that is not the GGUF file's own type (``gguf`` takes the file as it is)."""
+    from bench.config.precision import get_precision
+
+    for name in precisions:
+        wanted = get_precision(name).gguf
+        if wanted and file_type is not None and file_type != f"MOSTLY_{wanted}":
+            raise BadInputError(
+                f"--precision {name}: {path.name} is {file_type.removeprefix('MOSTLY_')}, not {wanted}; "
+                "pass --precision gguf to run the file's own types"
+            )
 
 
 def _adhoc_precisions(args: argparse.Namespace, device: str) -> tuple[str, ...]:

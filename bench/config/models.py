@@ -208,8 +208,9 @@ def is_gguf_file(path: Path) -> bool:
     return path.suffix.lower() == ".gguf"
 
 
-def gguf_context_length(path: Path) -> int | None:
-    """The trained context length a GGUF file's header gives (``<arch>.context_length``), read with ``gguf``."""
+def gguf_fields(path: Path) -> tuple[int | None, str | None]:
+    """A GGUF file's trained context length (``<arch>.context_length``) and file type name (``MOSTLY_Q4_0``; None
+    when the header does not say), read with ``gguf`` (which maps the file and reads no tensor data)."""
     try:
         import gguf
     except ImportError:
@@ -222,7 +223,14 @@ def gguf_context_length(path: Path) -> int | None:
         raise BadInputError(f"{path} is not a readable GGUF file: {exc}") from exc
     arch = reader.fields.get("general.architecture")
     field = reader.fields.get(f"{arch.contents()}.context_length") if arch is not None else None
-    return int(field.contents()) if field is not None else None
+    ftype = reader.fields.get("general.file_type")
+    ftype_name = None
+    if ftype is not None:
+        try:
+            ftype_name = gguf.LlamaFileType(int(ftype.contents())).name
+        except ValueError:
+            ftype_name = str(ftype.contents())
+    return (int(field.contents()) if field is not None else None), ftype_name
 
 
 def _no_config(path: Path) -> Any:
@@ -337,7 +345,7 @@ def resolve_source(model: str, weights: str, cache: str = DEFAULT_CACHE) -> Mode
     else:
         raise BadInputError(f"weights {weights!r} must be 'random', 'checkpoint:<dir>' or 'hub:org/name@<commit>'")
     if is_gguf_file(path):  # llama.cpp keeps a full cache for every architecture it runs (no window policy here)
-        positions = gguf_context_length(path) or 1 << 30
+        positions = gguf_fields(path)[0] or 1 << 30
         return ModelSource(model, DECODER, positions, functools.partial(_no_config, path), path).with_cache(cache)
     config = checkpoint_config(path)
     positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
