@@ -81,7 +81,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--memory-cap",
         metavar="GIB|CARD",
-        help="simulate a smaller card: a size in GiB, or a card name (\"GeForce RTX 4060\": its usable memory); "
+        help='simulate a smaller card: a size in GiB, or a card name ("GeForce RTX 4060": its usable memory); '
         "the worker caps CUDA allocations at that minus the CUDA context it measures",
     )
     p.add_argument("--timeout", type=float, help="seconds before a hung case is killed (default: the suite's)")

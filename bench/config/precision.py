@@ -57,8 +57,13 @@ PRECISIONS: dict[str, Precision] = {
         Precision("q4_k_m", "GGUF Q4_K_M (llama.cpp k-quant mix, llama-quantize)", "float16", 4, gguf="Q4_K_M"),
         Precision("q5_k_m", "GGUF Q5_K_M (llama.cpp k-quant mix, llama-quantize)", "float16", 5, gguf="Q5_K_M"),
         Precision("q6_k", "GGUF Q6_K (llama.cpp k-quant, llama-quantize)", "float16", 6, gguf="Q6_K"),
-        Precision("gguf", "a GGUF file's own tensor types, read from its header (--model-path file.gguf)", "float16",
-                  0, gguf=""),
+        Precision(
+            "gguf",
+            "a GGUF file's own tensor types, read from its header (--model-path file.gguf)",
+            "float16",
+            0,
+            gguf="",
+        ),
     )
 }
 

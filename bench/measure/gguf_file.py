@@ -103,9 +103,7 @@ def read_header(path: Path) -> GgufHeader:
 
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     vocab = arch_int("vocab_size") or (len(tokens.data) if tokens is not None else None)
-    tensors = tuple(
-        GgufTensor(t.name, t.tensor_type.name, int(t.n_elements), int(t.n_bytes)) for t in reader.tensors
-    )
+    tensors = tuple(GgufTensor(t.name, t.tensor_type.name, int(t.n_elements), int(t.n_bytes)) for t in reader.tensors)
     return GgufHeader(
         str(path),
         arch,

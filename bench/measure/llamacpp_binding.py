@@ -17,8 +17,8 @@ import ctypes
 import importlib.util
 import re
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.errors import BadInputError
 
