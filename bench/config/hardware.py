@@ -464,7 +464,7 @@ def parse_memory_cap(text: str | float, profiles: Sequence[HardwareProfile] | No
         if not math.isfinite(gib) or gib <= 0:
             raise BadInputError(
                 f"--memory-cap {raw}: a simulated card needs a positive, finite size in GiB (e.g. --memory-cap 8) "
-                'or a card name (e.g. --memory-cap "GeForce RTX 4060"); leave it out to use the whole card'
+                "or a card name (e.g. --memory-cap \"GeForce RTX 4060\"); leave it out to use the whole card"
             )
         return int(gib * (1 << 30)), f"{gib:g} GiB"
     if not raw:
