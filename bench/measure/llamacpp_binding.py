@@ -34,11 +34,15 @@ def binding_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "gguf"))
 
 
+class BindingMissing(BadInputError):
+    """llama-cpp-python or gguf is missing: ``bench run --engine llama.cpp`` exits 2, a suite's case is skipped."""
+
+
 def require_binding() -> None:
     """Refuse the llama.cpp engine, naming the install command, when its binding is missing."""
     missing = [m for m in ("llama_cpp", "gguf") if importlib.util.find_spec(m) is None]
     if missing:
-        raise BadInputError(f"engine llama.cpp needs {' and '.join(missing)}, which is not installed: run {INSTALL}")
+        raise BindingMissing(f"engine llama.cpp needs {' and '.join(missing)}, which is not installed: run {INSTALL}")
 
 
 def gpu_offload_supported() -> bool:

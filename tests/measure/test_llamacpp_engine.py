@@ -94,6 +94,20 @@ def test_bench_run_without_the_binding_exits_2_with_the_install_command(capsys, 
     assert not (out / "results.jsonl").exists()
 
 
+def test_a_suites_llamacpp_case_without_the_binding_is_skipped_with_the_install_command(monkeypatch):
+    from bench.config.spec import TimingPolicy
+    from bench.measure.worker import CaseRunner
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        llamacpp_binding.importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a)
+    )
+    spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, engine="llama.cpp", suite="smoke")
+    record = CaseRunner().run(spec, TimingPolicy(telemetry_repetitions=0))
+    assert record.status == "skipped"
+    assert record.error == f"engine llama.cpp needs gguf, which is not installed: run {llamacpp_binding.INSTALL}"
+
+
 def test_engine_timing_metrics_compare_per_repetition():
     # harness: TTFT 0.11 s and 0.22 s, E2E 0.41 s and 0.52 s (decode 0.30 s both); engine: prompt 0.10 / 0.20 s,
     # eval 0.25 / 0.30 s over N - 1 = 3 tokens
