@@ -18,6 +18,8 @@ def claims_predictor(gpu: HardwareProfile | None = None) -> Any:
     ``gpu`` (None: a generic CUDA GPU), or None when the spec cannot be predicted."""
 
     def predict(spec: Any) -> int | None:
+        if getattr(spec, "engine", "eager") == "llama.cpp":
+            return _llamacpp_bytes(spec, gpu)
         try:
             return predict_memory(
                 spec.model,
@@ -33,6 +35,18 @@ def claims_predictor(gpu: HardwareProfile | None = None) -> Any:
             return None
 
     return predict
+
+
+def _llamacpp_bytes(spec: Any, gpu: HardwareProfile | None) -> int | None:
+    """llama.cpp's predicted buffers plus the CUDA context (the card's measured one, else the assumed default)."""
+    from bench.predict.fixed_costs import cuda_context_bytes
+    from bench.predict.llamacpp import predict_llamacpp
+
+    try:
+        pred = predict_llamacpp(spec.model, spec.precision, spec.context_tokens, spec.new_tokens, spec.kv_cache_type)
+    except BadInputError:
+        return None
+    return pred.total_bytes + cuda_context_bytes(gpu)[0]
 
 
 # PLACEHOLDER until the predictor models the loading phase: it returns today's steady-state prediction
