@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.config.hardware import HardwareProfile
+from bench.config.precision import get_precision
 from bench.errors import BadInputError
 from bench.predict.memory import predict_memory
 
@@ -18,7 +19,7 @@ def claims_predictor(gpu: HardwareProfile | None = None) -> Any:
     ``gpu`` (None: a generic CUDA GPU), or None when the spec cannot be predicted."""
 
     def predict(spec: Any) -> int | None:
-        if getattr(spec, "engine", "eager") == "llama.cpp":
+        if getattr(spec, "engine", "eager") == "llama.cpp" or get_precision(spec.precision).is_gguf:
             return _llamacpp_bytes(spec, gpu)
         try:
             return predict_memory(
@@ -43,7 +44,8 @@ def _llamacpp_bytes(spec: Any, gpu: HardwareProfile | None) -> int | None:
     from bench.predict.llamacpp import predict_llamacpp
 
     try:
-        pred = predict_llamacpp(spec.model, spec.precision, spec.context_tokens, spec.new_tokens, spec.kv_cache_type)
+        kv_type = getattr(spec, "kv_cache_type", "auto")
+        pred = predict_llamacpp(spec.model, spec.precision, spec.context_tokens, spec.new_tokens, kv_type)
     except BadInputError:
         return None
     return pred.total_bytes + cuda_context_bytes(gpu)[0]

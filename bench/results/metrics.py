@@ -295,8 +295,12 @@ def measured_fit_bytes(record: Record) -> int | None:
 
     Fit verdicts are judged on it: when an allocation would fail, the caching allocator first returns its
     cached blocks, so the cache nvidia-smi also counts does not decide whether the case runs. None when
-    either part is unknown.
+    either part is unknown. The llama.cpp engine has no caching allocator: its fit is the NVML process peak.
     """
+    if record.spec.engine == "llama.cpp":
+        # llama.cpp allocates its buffers (weights, KV cache, compute) once, up front, with no caching allocator:
+        # what the process holds on the device, context included, is what the card must hold
+        return record.memory.nvml_process_peak_bytes
     live, outside = live_peak_allocated_bytes(record), outside_allocator_bytes(record)
     return None if live is None or outside is None else live + outside
 
