@@ -213,3 +213,21 @@ def test_bench_run_writes_ordered_gguf_records_and_runs_a_users_file(capsys, tmp
     assert own["status"] == "ok" and own["spec"]["precision"] == "gguf"
     assert own["memory"]["weights_bytes"] == records["q4_0"]["memory"]["weights_bytes"]
     assert "random_weights" not in own["flags"]
+
+
+@needs_binding
+@pytest.mark.slow
+def test_a_gpu_load_that_reports_no_gpu_buffer_fails_instead_of_running_on_the_cpu(monkeypatch):
+    from bench.measure import llamacpp
+
+    monkeypatch.setattr(llamacpp_binding, "gpu_offload_supported", lambda: True)
+    calls = []
+
+    def fake_llama(path, **params):  # a build that accepted n_gpu_layers but put every buffer on the host
+        calls.append(params)
+        return object()
+
+    spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, device="cuda:1", engine="llama.cpp")
+    with pytest.raises(RuntimeError, match="reported no GPU buffer after loading with every layer offloaded"):
+        llamacpp.LlamaCppCase(spec, "cuda:1", llama_factory=fake_llama)
+    assert calls[0]["n_gpu_layers"] == -1 and calls[0]["main_gpu"] == 1 and calls[0]["flash_attn"] is True
