@@ -14,9 +14,10 @@ KV cache: llama.cpp allocates it up front for the whole context, padded to a mul
 0.3.36): n_layer x n_ctx x (K + V width) at the cache type's row size.
 
 Compute buffer: llama.cpp reserves its graph for a whole micro-batch of min(requested context, 512) tokens,
-every one of them an output, so the logits dominate: ubatch x (n_vocab + 4.5 x n_embd) x 4 bytes. The constant 4.5
-was fitted on phi-3-tiny's reserved graphs at contexts 64 to 2048 (the log's ``CPU compute buffer size``); the
-full-size error is stated in the README. Output buffer: one row of logits, n_vocab x 4 bytes.
+every one of them an output, so the logits dominate: ubatch x (n_vocab + 3 x n_embd) x 4 bytes. The constant 3
+was fitted on phi-3-tiny's reserved graphs at contexts 29 to 2048 (the log's ``CPU compute buffer size``: 130.2 to
+132.9 KB per token, so within 1.2%); the full-size error is stated in the README. Output buffer: one row of
+logits, n_vocab x 4 bytes.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ KV_TYPES = {"auto": "F16", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 PREDICTABLE = ("F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_K")
 CTX_PAD = 256  # llama.cpp pads the context (KV cells) to a multiple of this
 N_UBATCH = 512  # llama-cpp-python's default micro-batch
-COMPUTE_HIDDEN_FACTOR = 4.5  # fitted on phi-3-tiny (see the module docstring)
+COMPUTE_HIDDEN_FACTOR = 3.0  # fitted on phi-3-tiny (see the module docstring)
 
 
 def tensor_bytes(elements: int, type_name: str) -> int:

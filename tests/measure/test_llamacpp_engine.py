@@ -186,6 +186,14 @@ def test_a_case_in_process_times_exactly_n_tokens_beside_llamacpps_own_timings()
     assert record.memory.host_peak_rss_bytes >= record.engine_info["file_rss_bytes"] > 0
     assert record.quantization["file_type"] == "MOSTLY_Q8_0"
     assert "random_weights" in record.flags
+    # the predictor against this measurement: weights exact, KV to the log's resolution, compute within 2%
+    from bench.predict.llamacpp import predict_llamacpp
+
+    pred = predict_llamacpp("phi-3-tiny", "q8_0", 24, 5, kv_cache_type="q8_0")
+    buffers = record.engine_info["buffers_bytes"]
+    assert pred.weights_bytes == record.memory.weights_bytes
+    assert pred.kv_cache_bytes == pytest.approx(buffers["CPU KV"], abs=0.005 * 2**20)
+    assert pred.compute_bytes == pytest.approx(buffers["CPU compute"], rel=0.02)
 
 
 @needs_binding
