@@ -14,10 +14,11 @@ KV cache: llama.cpp allocates it up front for the whole context, padded to a mul
 0.3.36): n_layer x n_ctx x (K + V width) at the cache type's row size.
 
 Compute buffer: llama.cpp reserves its graph for a whole micro-batch of min(requested context, 512) tokens,
-every one of them an output, so the logits dominate: ubatch x (n_vocab + 3 x n_embd) x 4 bytes. The constant 3
-was fitted on phi-3-tiny's reserved graphs at contexts 29 to 2048 (the log's ``CPU compute buffer size``: 130.2 to
-132.9 KB per token, so within 1.2%); the full-size error is stated in the README. Output buffer: one row of
-logits, n_vocab x 4 bytes.
+every one of them an output: ubatch x (n_vocab + 1.5 x n_ff) x 4 bytes, the logits and the feed-forward's
+activations. Read from the log's ``CPU compute buffer size``: phi-3-tiny at contexts 29 to 2048 gave 130.2 to
+132.9 KB per token, which cannot tell n_ff from n_embd (its n_ff is 2 x n_embd); full-size Phi-3-mini (n_ff =
+2.67 x n_embd) gave 178.0 and 179.0 KB per token at 144 and 528 tokens, which n_vocab + 1.5 x n_ff meets within 1%
+and n_vocab + 3 x n_embd misses by 7.5%. Output buffer: one row of logits, n_vocab x 4 bytes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ KV_TYPES = {"auto": "F16", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 PREDICTABLE = ("F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_K")
 CTX_PAD = 256  # llama.cpp pads the context (KV cells) to a multiple of this
 N_UBATCH = 512  # llama-cpp-python's default micro-batch
-COMPUTE_HIDDEN_FACTOR = 3.0  # fitted on phi-3-tiny (see the module docstring)
+COMPUTE_FF_FACTOR = 1.5  # read from phi-3-tiny's and Phi-3-mini's compute buffers (see the module docstring)
 
 
 def tensor_bytes(elements: int, type_name: str) -> int:
@@ -154,7 +155,7 @@ def predict_llamacpp(
     kv = layers * n_ctx * 2 * tensor_bytes(kv_width, KV_TYPES[kv_cache_type])
     vocab = int(config["vocab_size"])
     ubatch = min(requested, N_UBATCH)
-    compute = int(ubatch * (vocab + COMPUTE_HIDDEN_FACTOR * h) * 4)
+    compute = int(ubatch * (vocab + COMPUTE_FF_FACTOR * int(config["intermediate_size"])) * 4)
     return LlamaCppPrediction(
         model,
         precision,
