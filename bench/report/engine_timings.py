@@ -21,7 +21,7 @@ def _buffers(info: dict[str, Any], kind: str) -> int | None:
 
 
 def _ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}x"
+    return "—" if value is None else f"{value:.4f}x"
 
 
 def llamacpp_blocks(records: Sequence[Record], gpu: bool) -> list[Block]:
@@ -65,7 +65,7 @@ def llamacpp_blocks(records: Sequence[Record], gpu: bool) -> list[Block]:
         Para(
             "llama.cpp times its prompt evaluation and its single-token evaluations itself (llama_perf_context, "
             "reset before every call); the harness's clock encloses them (the call into the binding and the argmax "
-            "of each token), so a ratio of 1.000x means the same time and 1.010x means the harness reads 1% more."
+            "of each token), so a ratio of 1.0000x means the same time and 1.0100x means the harness reads 1% more."
         ),
         Table(
             (*head, "TTFT (ms)", "llama.cpp prompt (ms)", "ratio", "decode tok/s", "llama.cpp tok/s", "ratio"),
