@@ -86,8 +86,9 @@ def bench_system(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite: CPU only, tiny models; tests marked ``gpu`` skip without CUDA."""
-    _install(session, "test")
+    """The test suite: CPU only, tiny models; tests marked ``gpu`` skip without CUDA. The ``llamacpp`` extra is
+    installed so the llama.cpp engine's tests run (pip builds llama-cpp-python once, then reuses its cached wheel)."""
+    _install(session, "test", "llamacpp")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from bench.claims.definitions import Claim
 from bench.claims.evidence import LOAD_NOT_RECORDED, STEADY_NVML_ONLY, WEAK_SYMBOLS, reading_words, weak_readings
 from bench.claims.nvidia_smi import NvidiaSmiView, nvidia_smi_view
+from bench.config.precision import get_precision
 from bench.config.spec import CaseSpec
 from bench.results.metrics import host_live_peak_rss_bytes, measured_fit_bytes
 from bench.results.record import Record
@@ -416,7 +417,8 @@ def _expected_contexts(
             gaps.append(f"no record of {_describe(claim.model, precision, claim.scenario)} at {listed} tokens")
         for context in claim.contexts:
             if (precision, context) not in judged_at and predict is not None:
-                spec = CaseSpec(claim.model, precision, claim.scenario, batch, context, new_tokens)
+                engine = "llama.cpp" if get_precision(precision).is_gguf else "eager"  # GGUF types run in llama.cpp
+                spec = CaseSpec(claim.model, precision, claim.scenario, batch, context, new_tokens, engine=engine)
                 v = _predicted(claim, spec, predict, None, smi_predict)
                 if v.evidence == PREDICTED:
                     verdicts.append(v)

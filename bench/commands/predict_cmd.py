@@ -20,6 +20,8 @@ from bench.units import GiB, MiB
 
 DEFAULT_ADVISE_PRECISIONS = ("fp16", "int8", "nf4", "nf4-dq")
 DEFAULT_ADVISE_CONTEXTS = (1024, 2048, 4096)
+
+
 def register(sub: Any) -> None:
     """Add the ``predict``, ``advise`` and ``profile`` subcommands."""
     p = sub.add_parser("predict", help="predict peak memory and decode tokens/s for a card you may not own")
@@ -56,6 +58,12 @@ def register(sub: Any) -> None:
         default="eager",
         choices=ENGINES,
         help="the engine whose measured roofline fraction calibrates the speed (default eager; see bench run --engine)",
+    )
+    p.add_argument(
+        "--kv-cache-type",
+        default="auto",
+        choices=("auto", "f16", "q8_0", "q4_0"),
+        help="--engine llama.cpp: the KV cache's type (auto: f16)",
     )
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON (byte fields) to FILE or stdout")
     p.set_defaults(func=predict_command)
@@ -156,7 +164,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
     entry = resolve_model(args.model, args.model_path, args.allow_download)
     model = entry.model
-    get_precision(args.precision)
+    if args.engine == "llama.cpp" or get_precision(args.precision).is_gguf:
+        return _predict_llamacpp(args, entry)
     new_tokens = args.new_tokens if args.new_tokens is not None else (64 if entry.family == DECODER else 0)
     profiles = _profiles(args.profiles)
     if args.gpu and args.profile:
@@ -203,6 +212,51 @@ def predict_command(args: argparse.Namespace) -> int:
             print(f"wrote {args.json}")
         return 0
     _print_prediction(mem, speed, device)
+    return 0
+
+
+def _predict_llamacpp(args: argparse.Namespace, entry: Any) -> int:
+    """``bench predict --engine llama.cpp``: llama.cpp's predicted buffers (weights by GGUF type, KV, compute)."""
+    from bench.config.models import DECODER
+    from bench.config.precision import get_precision
+    from bench.predict.llamacpp import predict_llamacpp
+
+    if args.engine != "llama.cpp":
+        raise BadInputError(f"precision {args.precision!r} is a GGUF file type: pass --engine llama.cpp")
+    if entry.config is not None:
+        raise BadInputError(
+            f"model {entry.name} ({entry.source}): the llama.cpp predictor takes registered models (bench list)"
+        )
+    if entry.family != DECODER:
+        raise BadInputError(f"model {args.model} is an encoder: llama.cpp runs decoders here")
+    if args.batch != 1:
+        raise BadInputError(f"--batch {args.batch}: the llama.cpp engine runs batch 1")
+    if not get_precision(args.precision).is_gguf:
+        raise BadInputError(f"engine llama.cpp runs GGUF types, not {args.precision!r}: pass f16, q8_0 or q4_0")
+    new_tokens = args.new_tokens if args.new_tokens is not None else 64
+    pred = predict_llamacpp(args.model, args.precision, args.context, new_tokens, args.kv_cache_type)
+    if args.json:
+        text = json.dumps(pred.to_dict(), indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text, encoding="utf-8")
+            print(f"wrote {args.json}")
+        return 0
+    print(
+        f"{args.model} {args.precision} in llama.cpp, prompt {args.context:,} + {new_tokens:,} new tokens\n"
+        "predicted, not measured:"
+    )
+    types = ", ".join(f"{t} {_size(b)}" for t, b in pred.weights_by_type.items())
+    rows = (
+        ("weights", pred.weights_bytes, types),
+        (f"KV cache ({pred.kv_cache_type})", pred.kv_cache_bytes, f"{pred.n_ctx:,} cells (context padded to 256)"),
+        ("compute buffer", pred.compute_bytes, "one micro-batch of logits"),
+        ("output buffer", pred.output_bytes, "one row of logits"),
+        ("total", pred.total_bytes, "+ the process (CPU) or CUDA context"),
+    )
+    for name, value, note in rows:
+        print(f"  {name:<16}{_size(value):>11}  {note}")
     return 0
 
 

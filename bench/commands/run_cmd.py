@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.config.spec import ENGINES
+from bench.config.spec import ENGINES, KV_CACHE_TYPES
 from bench.errors import BadInputError
 
 
@@ -33,9 +33,16 @@ def register(sub: Any) -> None:
         action="store_true",
         help="fetch a hub id missing from the local Hugging Face cache (never while HF_HUB_OFFLINE is set)",
     )
-    p.add_argument("--model-path", type=Path, help="a local checkpoint directory (config.json + safetensors)")
     p.add_argument(
-        "--precision", action="append", help="precision (repeatable): fp32 fp16 bf16 int8 nf4 nf4-dq fp4 fp4-dq"
+        "--model-path",
+        type=Path,
+        help="a local checkpoint directory (config.json + safetensors), or a .gguf file for --engine llama.cpp",
+    )
+    p.add_argument(
+        "--precision",
+        action="append",
+        help="precision (repeatable): fp32 fp16 bf16 int8 nf4 nf4-dq fp4 fp4-dq; with --engine llama.cpp the GGUF "
+        "types f16 q8_0 q4_0 q4_k_m q5_k_m q6_k, or gguf (a .gguf file's own types)",
     )
     p.add_argument(
         "--context", action="append", type=int, help="prompt length in tokens (sequence length for encoders)"
@@ -54,7 +61,13 @@ def register(sub: Any) -> None:
         action="append",
         choices=ENGINES,
         help="how the model runs (repeatable): 'eager' transformers as it comes (default), 'compiled' a static KV "
-        "cache and the decode step compiled by torch.compile (CUDA graphs on a GPU); compile time is recorded apart",
+        "cache and the decode step compiled by torch.compile (CUDA graphs on a GPU); compile time is recorded apart; "
+        "'llama.cpp' a GGUF file in llama.cpp (llama-cpp-python: pip install 'llm-bench[llamacpp]')",
+    )
+    p.add_argument(
+        "--kv-cache-type",
+        choices=KV_CACHE_TYPES,
+        help="KV cache element type of --engine llama.cpp: f16 (its default), q8_0 or q4_0; 'auto' the engine's own",
     )
     p.add_argument("--out", type=Path, help="run folder (default: reports/<suite>-<UTC time>)")
     p.add_argument("--resume", action="store_true", help="run only the cases that have no record in --out yet")
@@ -68,7 +81,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--memory-cap",
         metavar="GIB|CARD",
-        help="simulate a smaller card: a size in GiB, or a card name (\"GeForce RTX 4060\": its usable memory); "
+        help='simulate a smaller card: a size in GiB, or a card name ("GeForce RTX 4060": its usable memory); '
         "the worker caps CUDA allocations at that minus the CUDA context it measures",
     )
     p.add_argument("--timeout", type=float, help="seconds before a hung case is killed (default: the suite's)")
@@ -155,7 +168,7 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
             (
                 Group(
                     models=("phi-3-tiny",),
-                    precisions=("fp16" if device != "cpu" else "fp32",),
+                    precisions=_adhoc_precisions(args, device),
                     contexts=(128,),
                     new_tokens=(32,),
                 ),
@@ -167,10 +180,15 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
     weights = None
     if args.model_path is not None:
         from bench.config.checkpoint_check import validate_checkpoint
-        from bench.config.models import checkpoint_files
+        from bench.config.models import checkpoint_files, gguf_fields, is_gguf_file
 
         path = args.model_path.expanduser().resolve()
-        validate_checkpoint(checkpoint_files(path))  # a corrupt weight file is named now, not in every case
+        if is_gguf_file(path):
+            if "llama.cpp" not in (args.engine or ()):
+                raise BadInputError(f"--model-path {path} is a GGUF file: run it with --engine llama.cpp")
+            _check_gguf_precisions(path, gguf_fields(path)[1], args.precision or ())
+        else:
+            validate_checkpoint(checkpoint_files(path))  # a corrupt weight file is named now, not in every case
         weights = f"checkpoint:{path}"
         models = [args.model[0] if args.model else path.name]
     _fetch_hub_models(models or (), args.allow_download)
@@ -183,6 +201,7 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
         device=args.device,
         cache=args.cache,
         engines=_engines(args.engine),
+        kv_cache_type=args.kv_cache_type,
     )
     if weights:
         overrides["weights"] = weights
@@ -193,6 +212,26 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
     if args.repetitions is not None and args.repetitions < 1:
         raise BadInputError(f"--repetitions must be at least 1, got {args.repetitions}")
     return with_overrides(suite, **overrides)
+
+
+def _check_gguf_precisions(path: Path, file_type: str | None, precisions: Any) -> None:
+    """Refuse a --precision that is not the GGUF file's own type (``gguf`` takes the file as it is)."""
+    from bench.config.precision import get_precision
+
+    for name in precisions:
+        wanted = get_precision(name).gguf
+        if wanted and file_type is not None and file_type != f"MOSTLY_{wanted}":
+            raise BadInputError(
+                f"--precision {name}: {path.name} is {file_type.removeprefix('MOSTLY_')}, not {wanted}; "
+                "pass --precision gguf to run the file's own types"
+            )
+
+
+def _adhoc_precisions(args: argparse.Namespace, device: str) -> tuple[str, ...]:
+    """The ad-hoc run's precision when --precision is not given: q4_0 for llama.cpp alone, else fp16 (GPU) / fp32."""
+    if args.engine and set(args.engine) == {"llama.cpp"}:
+        return ("gguf",) if args.model_path is not None and args.model_path.suffix.lower() == ".gguf" else ("q4_0",)
+    return ("fp16" if device != "cpu" else "fp32",)
 
 
 def _engines(engines: list[str] | None) -> tuple[str, ...]:
@@ -249,6 +288,14 @@ def run_command(args: argparse.Namespace) -> int:
     _check_device(device, detection)
     for name in sorted({c.precision for c in cases}):
         require_bitsandbytes(get_precision(name))
+    if any(c.engine == "llama.cpp" for c in cases):
+        from bench.measure.llamacpp_binding import binding_available, require_binding, require_gpu_offload
+
+        if "llama.cpp" in (args.engine or ()):
+            require_binding()  # asked for on the command line: exit 2 with the install command
+        # a suite's llama.cpp cases without the binding are recorded as skipped, with the install command
+        if binding_available():
+            require_gpu_offload(device)  # a CPU-only build never runs a --device cuda case on the CPU
     from bench.commands.quality_run import check_quality_args, run_quality
 
     check_quality_args(args, cases)

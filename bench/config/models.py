@@ -203,6 +203,40 @@ def checkpoint_files(path: Path) -> list[Path]:
     return files
 
 
+def is_gguf_file(path: Path) -> bool:
+    """True for a path naming a GGUF file (``.gguf``): weights the llama.cpp engine runs, not a transformers folder."""
+    return path.suffix.lower() == ".gguf"
+
+
+def gguf_fields(path: Path) -> tuple[int | None, str | None]:
+    """A GGUF file's trained context length (``<arch>.context_length``) and file type name (``MOSTLY_Q4_0``; None
+    when the header does not say), read with ``gguf`` (which maps the file and reads no tensor data)."""
+    try:
+        import gguf
+    except ImportError:
+        raise BadInputError(f"{path} is a GGUF file: reading it needs the gguf package; run pip install gguf") from None
+    if not path.is_file():
+        raise BadInputError(f"GGUF file {path} does not exist")
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path} is not a readable GGUF file: {exc}") from exc
+    arch = reader.fields.get("general.architecture")
+    field = reader.fields.get(f"{arch.contents()}.context_length") if arch is not None else None
+    ftype = reader.fields.get("general.file_type")
+    ftype_name = None
+    if ftype is not None:
+        try:
+            ftype_name = gguf.LlamaFileType(int(ftype.contents())).name
+        except ValueError:
+            ftype_name = str(ftype.contents())
+    return (int(field.contents()) if field is not None else None), ftype_name
+
+
+def _no_config(path: Path) -> Any:
+    raise BadInputError(f"{path} is a GGUF file: only --engine llama.cpp runs it (it has no transformers config)")
+
+
 def checkpoint_config(path: Path):  # -> transformers.PretrainedConfig
     """The config of a local checkpoint directory (never reaches the network)."""
     from transformers import AutoConfig
@@ -310,6 +344,9 @@ def resolve_source(model: str, weights: str, cache: str = DEFAULT_CACHE) -> Mode
         path = local_snapshot(*parse_hub_weights(weights))[0]
     else:
         raise BadInputError(f"weights {weights!r} must be 'random', 'checkpoint:<dir>' or 'hub:org/name@<commit>'")
+    if is_gguf_file(path):  # llama.cpp keeps a full cache for every architecture it runs (no window policy here)
+        positions = gguf_fields(path)[0] or 1 << 30
+        return ModelSource(model, DECODER, positions, functools.partial(_no_config, path), path).with_cache(cache)
     config = checkpoint_config(path)
     positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
     source = ModelSource(

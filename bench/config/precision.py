@@ -1,4 +1,10 @@
-"""Precisions: plain floating-point dtypes and bitsandbytes 8-bit / 4-bit quantization."""
+"""Precisions: plain floating-point dtypes, bitsandbytes 8-bit / 4-bit quantization, and GGUF file types.
+
+The GGUF precisions (``f16``, ``q8_0``, ``q4_0``, the k-quants ``q4_k_m`` ...) are llama.cpp's file types, named
+as ``llama-quantize`` names them; they run on the ``llama.cpp`` engine only, the others on ``eager`` and
+``compiled`` only (:func:`check_engine_precision`). ``gguf`` is a GGUF file's own types, read from its header
+(``--model-path file.gguf``).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,18 @@ class Precision:
     bits: int  # bits per quantized (or plain) linear weight
     quant: str | None = None  # None | "int8" | "nf4" | "fp4"
     double_quant: bool = False
+    # llama.cpp's file type (llama_ftype name without LLAMA_FTYPE_MOSTLY_), "" for a file's own types; None: not GGUF
+    gguf: str | None = None
 
     @property
     def quantized(self) -> bool:
         """True for bitsandbytes precisions."""
         return self.quant is not None
+
+    @property
+    def is_gguf(self) -> bool:
+        """True for the llama.cpp engine's GGUF file types."""
+        return self.gguf is not None
 
 
 PRECISIONS: dict[str, Precision] = {
@@ -36,8 +49,25 @@ PRECISIONS: dict[str, Precision] = {
         Precision("nf4-dq", "bitsandbytes NF4 with double quantization", "float16", 4, "nf4", True),
         Precision("fp4", "bitsandbytes 4-bit float, blocks of 64, fp16 compute", "float16", 4, "fp4"),
         Precision("fp4-dq", "bitsandbytes FP4 with double quantization", "float16", 4, "fp4", True),
+        # GGUF (llama.cpp engine): bits are the nominal ones of the main type; a file mixes types (norms stay F32,
+        # llama-quantize keeps output.weight at Q6_K below 8 bits): the record's weight bytes come from the file
+        Precision("f16", "GGUF F16 (llama.cpp), norms F32", "float16", 16, gguf="F16"),
+        Precision("q8_0", "GGUF Q8_0 (llama.cpp): blocks of 32 int8 + one fp16 scale", "float16", 8, gguf="Q8_0"),
+        Precision("q4_0", "GGUF Q4_0 (llama.cpp): blocks of 32 4-bit + one fp16 scale", "float16", 4, gguf="Q4_0"),
+        Precision("q4_k_m", "GGUF Q4_K_M (llama.cpp k-quant mix, llama-quantize)", "float16", 4, gguf="Q4_K_M"),
+        Precision("q5_k_m", "GGUF Q5_K_M (llama.cpp k-quant mix, llama-quantize)", "float16", 5, gguf="Q5_K_M"),
+        Precision("q6_k", "GGUF Q6_K (llama.cpp k-quant, llama-quantize)", "float16", 6, gguf="Q6_K"),
+        Precision(
+            "gguf",
+            "a GGUF file's own tensor types, read from its header (--model-path file.gguf)",
+            "float16",
+            0,
+            gguf="",
+        ),
     )
 }
+
+GGUF_ENGINE = "llama.cpp"
 
 
 def get_precision(name: str) -> Precision:
@@ -46,6 +76,18 @@ def get_precision(name: str) -> Precision:
         return PRECISIONS[name]
     except KeyError:
         raise BadInputError(f"unknown precision {name!r}; choose one of: {', '.join(PRECISIONS)}") from None
+
+
+def check_engine_precision(engine: str, precision: str) -> None:
+    """Refuse a precision its engine cannot run: GGUF types need ``llama.cpp``, which runs nothing else."""
+    prec = get_precision(precision)
+    if engine == GGUF_ENGINE and not prec.is_gguf:
+        gguf = ", ".join(p.name for p in PRECISIONS.values() if p.is_gguf)
+        raise BadInputError(
+            f"engine llama.cpp runs GGUF files: precision {precision!r} is not one; choose one of: {gguf}"
+        )
+    if engine != GGUF_ENGINE and prec.is_gguf:
+        raise BadInputError(f"precision {precision!r} is a GGUF file type: run it with --engine llama.cpp")
 
 
 def bitsandbytes_available() -> bool:

@@ -11,13 +11,21 @@ from typing import Any, TypeVar
 
 SCENARIOS = ("generate", "encode")
 # How a case's model runs while timed (bench.measure.engines): transformers as it comes, or a static KV cache
-# with the decode step compiled by torch.compile (CUDA graphs on a GPU).
-ENGINES = ("eager", "compiled")
+# with the decode step compiled by torch.compile (CUDA graphs on a GPU), or llama.cpp running a GGUF file.
+ENGINES = ("eager", "compiled", "llama.cpp")
 DEFAULT_ENGINE = "eager"
+# The KV cache's element type: "auto" is the engine's own (transformers: the model's dtype; llama.cpp: f16);
+# llama.cpp also stores it as q8_0 or q4_0 (bench.measure.llamacpp).
+KV_CACHE_TYPES = ("auto", "f16", "q8_0", "q4_0")
+DEFAULT_KV_CACHE_TYPE = "auto"
 
 # Fields added after the first run folders were written, with their defaults: a field at its default is left
 # out of CaseSpec.key's digest, so the keys of cases written before the field existed stay the same.
-KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {"cache": "config", "engine": DEFAULT_ENGINE}
+KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "cache": "config",
+    "engine": DEFAULT_ENGINE,
+    "kv_cache_type": DEFAULT_KV_CACHE_TYPE,
+}
 
 T = TypeVar("T")
 
@@ -44,7 +52,8 @@ class CaseSpec:
     suite: str = "adhoc"
     seed: int = 0
     cache: str = "config"  # KV-cache policy of decoders: config | window | full (bench.config.models.CACHE_POLICIES)
-    engine: str = DEFAULT_ENGINE  # eager | compiled (ENGINES)
+    engine: str = DEFAULT_ENGINE  # eager | compiled | llama.cpp (ENGINES)
+    kv_cache_type: str = DEFAULT_KV_CACHE_TYPE  # auto | f16 | q8_0 | q4_0 (KV_CACHE_TYPES; the last three: llama.cpp)
 
     @property
     def key(self) -> str:
@@ -67,7 +76,8 @@ class CaseSpec:
         weights = "" if self.weights == "random" else f" [{self.weights}]"
         cache = "" if self.cache == "config" else f" [cache {self.cache}]"
         engine = "" if self.engine == DEFAULT_ENGINE else f" [{self.engine}]"
-        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}{cache}{engine}"
+        kv = "" if self.kv_cache_type == DEFAULT_KV_CACHE_TYPE else f" [kv {self.kv_cache_type}]"
+        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}{cache}{engine}{kv}"
 
     @property
     def group(self) -> tuple[str, ...]:

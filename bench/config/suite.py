@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.config.models import CACHE_POLICIES, DECODER, DEFAULT_CACHE, default_weights, resolve_source
-from bench.config.precision import get_precision
-from bench.config.spec import DEFAULT_ENGINE, ENGINES, SCENARIOS, CaseSpec, TimingPolicy
+from bench.config.precision import check_engine_precision, get_precision
+from bench.config.spec import (
+    DEFAULT_ENGINE,
+    DEFAULT_KV_CACHE_TYPE,
+    ENGINES,
+    KV_CACHE_TYPES,
+    SCENARIOS,
+    CaseSpec,
+    TimingPolicy,
+)
 from bench.errors import BadInputError
 
 if sys.version_info >= (3, 11):
@@ -31,6 +39,7 @@ _GROUP_KEYS = {
     "seed",
     "cache",
     "engines",
+    "kv_cache_type",
 }
 _POLICY_KEYS = {f.name for f in fields(TimingPolicy)}
 
@@ -49,6 +58,7 @@ class Group:
     seed: int = 0
     cache: str = DEFAULT_CACHE  # decoders' KV-cache policy (CACHE_POLICIES); encoders keep no cache
     engines: tuple[str, ...] = (DEFAULT_ENGINE,)  # how the model runs while timed (ENGINES); each is a case
+    kv_cache_type: str = DEFAULT_KV_CACHE_TYPE  # the KV cache's element type (KV_CACHE_TYPES; non-auto: llama.cpp)
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,8 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
         engines = _str_list(g.get("engines", [DEFAULT_ENGINE]), "engines", where)
         for engine in engines:
             check_engine(engine, f"{where}: key 'engines'")
+        kv_type = g.get("kv_cache_type", DEFAULT_KV_CACHE_TYPE)
+        check_kv_cache_type(kv_type, f"{where}: key 'kv_cache_type'")
         groups.append(
             Group(
                 models=_str_list(g["models"], "models", where),
@@ -177,6 +189,7 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
                 seed=int(g.get("seed", 0)),
                 cache=cache,
                 engines=engines,
+                kv_cache_type=kv_type,
             )
         )
     device = data.get("device", "cpu")
@@ -220,6 +233,13 @@ def expand(suite: Suite) -> list[CaseSpec]:
                 new_tokens,
             ):
                 get_precision(precision)
+                check_engine_precision(engine, precision)
+                kv_type = o.get("kv_cache_type") or g.kv_cache_type
+                if kv_type != DEFAULT_KV_CACHE_TYPE and engine != "llama.cpp":
+                    raise BadInputError(
+                        f"KV cache type {kv_type!r} is set by llama.cpp only; engine {engine!r} keeps the model's "
+                        "dtype: drop --kv-cache-type or use --engine llama.cpp"
+                    )
                 if context + new > source.max_positions:
                     raise BadInputError(
                         f"{model}: prompt of {context} plus {new} new tokens is {context + new} tokens, over the "
@@ -240,6 +260,7 @@ def expand(suite: Suite) -> list[CaseSpec]:
                         seed=g.seed,
                         cache=cache,
                         engine=engine,
+                        kv_cache_type=kv_type,
                     )
                 )
     if not cases:
@@ -249,6 +270,13 @@ def expand(suite: Suite) -> list[CaseSpec]:
             f"--cache {o['cache']}: every case of this run is an encoder, and encoders keep no KV cache; drop --cache"
         )
     return cases
+
+
+def check_kv_cache_type(kv_type: Any, where: str = "--kv-cache-type") -> str:
+    """``kv_type`` when it is one of KV_CACHE_TYPES; otherwise a BadInputError naming it and the choices."""
+    if kv_type not in KV_CACHE_TYPES:
+        raise BadInputError(f"{where}: KV cache type {kv_type!r} is not one of {', '.join(KV_CACHE_TYPES)}")
+    return str(kv_type)
 
 
 def check_engine(engine: str, where: str = "--engine") -> str:

@@ -305,15 +305,23 @@ class CaseRunner:
         base["machine"] = machine.fingerprint().digest  # which CPU, ISA and library versions measured it
         try:
             device = resolve_device(spec.device)
-            record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)
+            if spec.engine == "llama.cpp":  # a GGUF file in llama.cpp: no torch model is loaded
+                from bench.measure.llamacpp import measure_llamacpp
+
+                record = measure_llamacpp(self, spec, policy, device, base)
+            else:
+                record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)
         except Exception as exc:
-            status = "oom" if is_oom(exc, device) else "skipped" if engine_failure(exc) else "error"
+            missing = type(exc).__name__ == "BindingMissing"  # llama.cpp's binding is not installed
+            status = "oom" if is_oom(exc, device) else "skipped" if engine_failure(exc) or missing else "error"
             self.context_poisoned = status == "error" and device.startswith("cuda") and poisons_cuda_context(exc)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if status == "error":
                 message += "\n" + "".join(traceback.format_exception(exc)[-3:])
-            elif status == "skipped":  # the compiled engine cannot run this case: one line saying why
+            elif status == "skipped" and not missing:  # the compiled engine cannot run this case: one line saying why
                 message = skip_reason(exc, spec.precision, device)
+            elif missing:
+                message = str(exc)
             del exc  # its traceback holds the case's tensors
             memory = Memory(
                 baseline_bytes=self.state.baseline_bytes,

@@ -120,6 +120,8 @@ def collect_environment(suite: str = "", argv: list[str] | None = None, *, detec
         "transformers": _version("transformers"),
         "bitsandbytes": _version("bitsandbytes"),
         "accelerate": _version("accelerate"),
+        "llama_cpp_python": _version("llama_cpp_python"),  # the llama.cpp engine's binding (None: not installed)
+        "gguf": _version("gguf"),
         "harness": _version("llm-bench"),
         "cuda": cuda,
         "cuda_driver": driver_view.cuda_driver,

@@ -106,13 +106,37 @@ def die_with_runner(runner_pid: int, period_s: float = RUNNER_WATCH_PERIOD_S) ->
     return thread
 
 
+# Settings a worker takes from its runner when it starts, not from the forkserver (which keeps the environment
+# of the moment it started: a process that runs twice, e.g. with another hub cache, would otherwise hand the
+# first run's settings to the second run's workers).
+RUNNER_ENV_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "BENCH_", "XDG_CACHE_HOME")
+
+
+def runner_environment() -> dict[str, str]:
+    """The runner's settings its workers follow (:data:`RUNNER_ENV_PREFIXES`)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(RUNNER_ENV_PREFIXES)}
+
+
+def adopt_environment(env: dict[str, str]) -> None:
+    """Make this process's runner settings exactly ``env``: set those given, drop the others."""
+    for key in [k for k in os.environ if k.startswith(RUNNER_ENV_PREFIXES) and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
 def _worker_main(
-    conn: Connection, memory_cap_bytes: int | None, host_headroom: int | None, runner_pid: int | None = None
+    conn: Connection,
+    memory_cap_bytes: int | None,
+    host_headroom: int | None,
+    runner_pid: int | None = None,
+    runner_env: dict[str, str] | None = None,
 ) -> None:
     """Worker loop: receive (spec, policy, run_id), send back the record, the telemetry timeline and whether
     the process's CUDA context may be poisoned."""
     if runner_pid is not None:
         die_with_runner(runner_pid)
+    if runner_env is not None:
+        adopt_environment(runner_env)
     quiet_libraries()
     if host_headroom:
         _limit_address_space(host_headroom)
@@ -153,7 +177,7 @@ class Worker:
     def __init__(self, options: RunOptions):
         ctx = mp_context()
         self.conn, child = ctx.Pipe()
-        args = (child, options.memory_cap_bytes, options.host_memory_headroom_bytes, os.getpid())
+        args = (child, options.memory_cap_bytes, options.host_memory_headroom_bytes, os.getpid(), runner_environment())
         self.process = ctx.Process(target=_worker_main, args=args, daemon=True)
         self.process.start()
         child.close()

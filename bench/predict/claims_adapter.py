@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.config.hardware import HardwareProfile
+from bench.config.precision import get_precision
 from bench.errors import BadInputError
 from bench.predict.memory import predict_memory
 
@@ -36,10 +37,25 @@ def claims_predictor(gpu: HardwareProfile | None = None) -> Any:
     (``fit_bytes``), or None when the spec cannot be predicted."""
 
     def predict(spec: Any) -> int | None:
+        if getattr(spec, "engine", "eager") == "llama.cpp" or get_precision(spec.precision).is_gguf:
+            return _llamacpp_bytes(spec, gpu)
         pred = _predict(gpu, spec, nvidia_smi=False)
         return None if pred is None else pred.fit_bytes
 
     return predict
+
+
+def _llamacpp_bytes(spec: Any, gpu: HardwareProfile | None) -> int | None:
+    """llama.cpp's predicted buffers plus the CUDA context (the card's measured one, else the assumed default)."""
+    from bench.predict.fixed_costs import cuda_context_bytes
+    from bench.predict.llamacpp import predict_llamacpp
+
+    try:
+        kv_type = getattr(spec, "kv_cache_type", "auto")
+        pred = predict_llamacpp(spec.model, spec.precision, spec.context_tokens, spec.new_tokens, kv_type)
+    except BadInputError:
+        return None
+    return pred.total_bytes + cuda_context_bytes(gpu)[0]
 
 
 def claims_nvidia_smi_predictor(gpu: HardwareProfile | None = None) -> Any:
@@ -48,6 +64,8 @@ def claims_nvidia_smi_predictor(gpu: HardwareProfile | None = None) -> Any:
     on ``gpu``; None when the spec cannot be predicted or the device keeps no CUDA pool."""
 
     def predict(spec: Any) -> int | None:
+        if getattr(spec, "engine", "eager") == "llama.cpp" or get_precision(spec.precision).is_gguf:
+            return _llamacpp_bytes(spec, gpu)  # ggml's own buffers: no caching allocator keeps blocks
         pred = _predict(gpu, spec, nvidia_smi=True)
         return None if pred is None else pred.nvidia_smi_bytes
 

@@ -9,6 +9,7 @@ import pandas as pd
 from bench.report import plots, roofline_plot
 from bench.report.document import Block, Heading, Image, Para
 from bench.report.energy import telemetry_blocks
+from bench.report.engine_timings import llamacpp_blocks
 from bench.report.run_data import DeviceGroup
 from bench.report.tables import results_tables
 from bench.results.run_folder import RunFolder
@@ -45,6 +46,7 @@ def device_section(group: DeviceGroup, folder: RunFolder, prefix: str, make_plot
     if make_plots:
         blocks += plot_images(frame, folder, prefix)
     blocks += results_tables(frame, group.gpu)
+    blocks += llamacpp_blocks(group.records, group.gpu)
     blocks += telemetry_blocks(group.records, frame, folder, prefix, group.label, make_plots)
     return blocks
 

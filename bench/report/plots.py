@@ -28,11 +28,19 @@ PRECISION_COLORS = {
     "nf4-dq": "#8c9d1f",
     "fp4": "#9467bd",
     "fp4-dq": "#e377c2",
+    # GGUF (llama.cpp): the light shade of the bitsandbytes precision of the same width, so the runtimes pair up
+    "f16": "#aec7e8",
+    "q8_0": "#ffbb78",
+    "q4_0": "#98df8a",
+    "q4_k_m": "#c5b0d5",
+    "q5_k_m": "#f7b6d2",
+    "q6_k": "#c49c94",
+    "gguf": "#dbdb8d",
 }
 _FALLBACK_COLORS = ("#8c564b", "#d62728", "#393b79", "#637939")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _LINESTYLES = ("-", "--", ":", "-.")
-ENGINE_LINESTYLES = {"compiled": "-", "eager": "--"}
+ENGINE_LINESTYLES = {"compiled": "-", "eager": "--", "llama.cpp": "-."}
 # Memory segments use colors no precision uses, so a bar is never read as a precision.
 SEGMENT_COLORS = {
     "CUDA context": "#9e9e9e",
@@ -290,10 +298,11 @@ def peak_memory(
     gpu = on_gpu(frame)
     fig, ax = _new_figure()
     keys = (
-        ("model", "precision", "batch_size", "new_tokens")
+        ("model", "precision", "batch_size", "new_tokens", "engine")
         if scenario == "generate"
         else ("model", "precision", "batch_size")
     )
+    keys = tuple(k for k in keys if k in part)
     shown = data if not data.empty else ooms
     scale, unit = memory_unit(data[column] if not data.empty else [], gpu)
     for line, rows in _lines(data, keys) if not data.empty else []:

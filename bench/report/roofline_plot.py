@@ -22,7 +22,7 @@ from bench.report.plots import (
     precision_color,
 )
 
-ENGINE_MARKERS = {"compiled": "s", "eager": "o"}
+ENGINE_MARKERS = {"compiled": "s", "eager": "o", "llama.cpp": "D"}
 
 
 def decode_roofline(frame: pd.DataFrame) -> Figure | None:

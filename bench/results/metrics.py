@@ -141,6 +141,42 @@ def generate_metrics(
     return out
 
 
+def engine_timing_metrics(
+    ttft_s: Sequence[float],
+    e2e_s: Sequence[float],
+    prompt_eval_s: Sequence[float],
+    eval_s: Sequence[float],
+    new_tokens: int,
+) -> dict[str, float]:
+    """The harness's timings against the engine's own (llama.cpp's ``llama_perf_context``), repetition by repetition.
+
+    The engine times its prompt evaluation (``t_p_eval``) and its single-token evaluations (``t_eval``, N - 1 of
+    them); the harness's TTFT adds the call into the binding and the first argmax, its decode time (E2E - TTFT)
+    the per-token Python loop. Medians: ``engine_prompt_eval_s``, ``engine_eval_s``, ``engine_decode_tokens_per_s``
+    = (N - 1) / t_eval, and the ratios ``ttft_over_engine_prompt`` = TTFT / t_p_eval and
+    ``decode_over_engine_eval`` = (E2E - TTFT) / t_eval (1.0 = the same time; 1.02 = the harness reads 2% more).
+    """
+    n = min(len(ttft_s), len(prompt_eval_s), len(eval_s))
+    if n == 0:
+        return {}
+    out = {
+        "engine_prompt_eval_s": statistics.median(prompt_eval_s[:n]),
+        "ttft_over_engine_prompt": statistics.median(
+            [t / p if p > 0 else math.inf for t, p in zip(ttft_s[:n], prompt_eval_s[:n], strict=True)]
+        ),
+    }
+    if new_tokens > 1:
+        decode = decode_seconds(ttft_s[:n], e2e_s[:n])
+        out["engine_eval_s"] = statistics.median(eval_s[:n])
+        out["engine_decode_tokens_per_s"] = statistics.median(
+            [(new_tokens - 1) / e if e > 0 else math.inf for e in eval_s[:n]]
+        )
+        out["decode_over_engine_eval"] = statistics.median(
+            [d / e if e > 0 else math.inf for d, e in zip(decode, eval_s[:n], strict=True)]
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- bandwidth roofline of decoding
 
 
@@ -259,8 +295,12 @@ def measured_fit_bytes(record: Record) -> int | None:
 
     Fit verdicts are judged on it: when an allocation would fail, the caching allocator first returns its
     cached blocks, so the cache nvidia-smi also counts does not decide whether the case runs. None when
-    either part is unknown.
+    either part is unknown. The llama.cpp engine has no caching allocator: its fit is the NVML process peak.
     """
+    if record.spec.engine == "llama.cpp":
+        # llama.cpp allocates its buffers (weights, KV cache, compute) once, up front, with no caching allocator:
+        # what the process holds on the device, context included, is what the card must hold
+        return record.memory.nvml_process_peak_bytes
     live, outside = live_peak_allocated_bytes(record), outside_allocator_bytes(record)
     return None if live is None or outside is None else live + outside
 

@@ -274,6 +274,17 @@ class Record:
                 s.context_tokens,
                 s.new_tokens,
             )
+            timings = self.engine_info.get("llama_timings") if self.engine_info else None
+            if out and timings:
+                out.update(
+                    metrics.engine_timing_metrics(
+                        self.samples.ttft_s,
+                        self.samples.e2e_s,
+                        timings.get("prompt_eval_s") or (),
+                        timings.get("eval_s") or (),
+                        s.new_tokens,
+                    )
+                )
             if out:
                 rf = self.roofline
                 out.update(

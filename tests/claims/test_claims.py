@@ -91,7 +91,27 @@ def test_multi_precision_claim_breaks_where_its_weakest_line_breaks():
     lines = {s.precision: s for s in v.series}
     assert lines["int8"].status == HOLDS_UP_TO and (lines["int8"].holds_up_to, lines["int8"].fails_from) == (3072, 4032)
     assert lines["nf4"].status == HOLDS and lines["nf4-dq"].status == HOLDS
-    assert v.gaps == ()
+    # the claim's GGUF side (llama.cpp) has no record in this run: named as gaps, never judged from nothing
+    assert v.gaps == tuple(
+        f"no record of phi-3-mini {p} generate at 128, 1024, 2048, 3072, 4032 tokens" for p in ("q8_0", "q4_0")
+    )
+
+
+def test_gguf_q4_0_is_judged_beside_nf4_on_llamacpps_nvml_peak():
+    from bench.results.record import Memory, Record
+
+    quant = next(c for c in load_claims() if c.id == "phi3-quantized-6gb")
+    assert {"nf4", "q4_0"} <= set(quant.precisions)
+    nf4 = gpu_generate("nf4", 1024, peak=3 * GiB)
+    # llama.cpp has no caching allocator: no torch peaks, the NVML process peak is what the card must hold
+    spec = nf4.spec.with_(precision="q4_0", engine="llama.cpp")
+    q4 = Record(spec=spec, status="ok", device="cuda:0", device_name=nf4.device_name, samples=nf4.samples,
+                memory=Memory(weights_bytes=2 * GiB, nvml_process_peak_bytes=6 * GiB + MiB, nvml_method="process"))
+    v = judge_claim(quant, [nf4, q4])
+    lines = {s.precision: s for s in v.series}
+    assert lines["nf4"].status == HOLDS and lines["q4_0"].status == FAILS
+    (point,) = [c for c in v.contexts if c.precision == "q4_0"]
+    assert point.peak_bytes == 6 * GiB + MiB and point.margin_bytes == -MiB and point.measured
 
 
 def test_oom_is_a_measurement_that_the_case_does_not_fit():

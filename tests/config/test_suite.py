@@ -16,7 +16,8 @@ def test_shipped_suites_parse_and_cover_every_precision():
     assert {"smoke", "gpu", "claims"} <= set(names)
     smoke = load_suite("smoke").cases
     assert {c.model for c in smoke} == {"phi-3-tiny", "bert-tiny"}
-    assert {c.precision for c in smoke} == {"fp32", "fp16", "bf16", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq"}
+    assert {c.precision for c in smoke} == {"fp32", "fp16", "bf16", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq", "q4_0"}
+    assert [(c.precision, c.context_tokens) for c in smoke if c.engine == "llama.cpp"] == [("q4_0", 128)]
     gpu = load_suite("gpu").cases
     phi = [c for c in gpu if c.model == "phi-3-mini"]
     assert len(phi) == 3 * 6 and max(c.total_tokens for c in phi) == 4096

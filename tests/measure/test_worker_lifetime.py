@@ -103,3 +103,21 @@ def test_sigkill_of_bench_run_leaves_no_worker_or_forkserver(tmp_path):
         proc.wait()
         for p in psutil.Process().children(recursive=True):
             p.kill()
+
+
+def test_a_worker_takes_the_runners_settings_not_the_forkservers(monkeypatch):
+    """The forkserver keeps the environment it started with; a worker adopts its runner's settings instead:
+    those the runner has are set, those it lacks are dropped, anything else is left alone."""
+    from bench.measure.worker_process import adopt_environment, runner_environment
+
+    monkeypatch.setenv("HF_HUB_CACHE", "/runner/hub")
+    monkeypatch.setenv("PATH_LIKE_UNRELATED", "kept")
+    sent = runner_environment()
+    assert sent["HF_HUB_CACHE"] == "/runner/hub" and "PATH_LIKE_UNRELATED" not in sent
+
+    monkeypatch.setenv("HF_HUB_CACHE", "/forkserver/hub")  # as the worker inherits it
+    monkeypatch.setenv("HF_STALE_SETTING", "x")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    adopt_environment({**sent, "HF_HUB_OFFLINE": "1"})
+    assert os.environ["HF_HUB_CACHE"] == "/runner/hub" and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "HF_STALE_SETTING" not in os.environ and os.environ["PATH_LIKE_UNRELATED"] == "kept"

@@ -1,0 +1,64 @@
+"""The llama.cpp predictor: GGUF weights from ggml's block layouts, the KV cache of the padded context, and the
+``bench predict --engine llama.cpp`` table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BadInputError
+from bench.predict.llamacpp import BLOCK_BYTES, predict_llamacpp
+
+# Phi-3-mini (the shipped config.json): hidden 3072, 32 layers, 32 heads (no GQA), feed-forward 8192, vocab 32064
+H, LAYERS, FF, VOCAB = 3072, 32, 8192, 32064
+PER_LAYER = 3 * H * H + H * H + 2 * FF * H + FF * H  # qkv, o, gate_up, down
+EMBED = VOCAB * H
+NORMS = (2 * LAYERS + 1) * H * 4
+
+
+def test_block_layouts_match_the_gguf_package():
+    gguf = pytest.importorskip("gguf", reason="gguf is not installed: pip install 'llm-bench[llamacpp]'")
+    for name, (per, size) in BLOCK_BYTES.items():
+        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name]] == (per, size), name
+
+
+def test_phi3_mini_weights_by_type_are_hand_counted():
+    q4 = predict_llamacpp("phi-3-mini", "q4_0", 1024, 16)
+    # Q4_0: 18 bytes per 32 weights for every matrix but output.weight, which llama-quantize keeps at Q6_K (210/256)
+    assert q4.weights_by_type == {
+        "Q4_0": (LAYERS * PER_LAYER + EMBED) // 32 * 18,
+        "Q6_K": EMBED // 256 * 210,
+        "F32": NORMS,
+    }
+    q8 = predict_llamacpp("phi-3-mini", "q8_0", 1024, 16)
+    assert q8.weights_by_type == {"Q8_0": (LAYERS * PER_LAYER + 2 * EMBED) // 32 * 34, "F32": NORMS}
+    f16 = predict_llamacpp("phi-3-mini", "f16", 1024, 16)
+    assert f16.weights_bytes == (LAYERS * PER_LAYER + 2 * EMBED) * 2 + NORMS
+    assert f16.weights_bytes > q8.weights_bytes > q4.weights_bytes
+
+
+def test_the_kv_cache_fills_the_padded_context_at_its_type():
+    f16 = predict_llamacpp("phi-3-mini", "q4_0", 1024, 16)
+    assert f16.n_ctx == 1280  # 1040 tokens padded to a multiple of 256
+    assert f16.kv_cache_bytes == LAYERS * 1280 * 2 * H * 2
+    q8 = predict_llamacpp("phi-3-mini", "q4_0", 1024, 16, kv_cache_type="q8_0")
+    assert q8.kv_cache_bytes == LAYERS * 1280 * 2 * (H // 32 * 34)
+    assert predict_llamacpp("phi-3-mini", "q4_0", 200, 56).n_ctx == 256
+
+
+def test_k_quant_mixes_and_bitsandbytes_precisions_are_refused():
+    with pytest.raises(BadInputError, match="k-quant mixes"):
+        predict_llamacpp("phi-3-mini", "q4_k_m", 128, 16)
+    with pytest.raises(BadInputError, match="not a GGUF type"):
+        predict_llamacpp("phi-3-mini", "nf4", 128, 16)
+
+
+def test_bench_predict_engine_llamacpp_prints_a_labelled_prediction(capsys):
+    argv = ["predict", "--model", "phi-3-mini", "--engine", "llama.cpp", "--precision", "q4_0"]
+    assert main([*argv, "--context", "1024", "--new-tokens", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted, not measured" in out
+    q4 = ((LAYERS * PER_LAYER + EMBED) // 32 * 18 + EMBED // 256 * 210 + NORMS) / 2**30
+    assert f"{q4:.2f} GiB  Q4_0" in out
+    assert "1,280 cells" in out
+    assert main([*argv[:-1], "nf4", "--context", "8"]) == 2
