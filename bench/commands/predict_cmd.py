@@ -433,6 +433,15 @@ def advise_command(args: argparse.Namespace) -> int:
     models, names = _advise_models(args)
     precisions = args.precision or list(DEFAULT_ADVISE_PRECISIONS)
     contexts = args.context or list(DEFAULT_ADVISE_CONTEXTS)
+    from bench.config.precision import get_precision
+
+    gguf = [p for p in precisions if get_precision(p).is_gguf]
+    if gguf or args.engine == "llama.cpp":
+        what = f"precision {gguf[0]!r} is a GGUF type" if gguf else "--engine llama.cpp"
+        raise BadInputError(
+            f"{what}: 'bench advise' covers the transformers engines; predict llama.cpp with "
+            "'bench predict --engine llama.cpp --precision q4_0 --context N'"
+        )
     records = _records(args.results)
     _check_max_kl(args.max_kl, records, names)
     fits = advise(

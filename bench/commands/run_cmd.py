@@ -289,13 +289,13 @@ def run_command(args: argparse.Namespace) -> int:
     for name in sorted({c.precision for c in cases}):
         require_bitsandbytes(get_precision(name))
     if any(c.engine == "llama.cpp" for c in cases):
-        from bench.measure.llamacpp_binding import binding_available, require_binding, require_gpu_offload
+        from bench.measure.llamacpp_binding import require_binding, require_gpu_offload
 
+        # asked for on the command line: exit 2 with the install command; a suite's llama.cpp cases are recorded as
+        # skipped with it instead. Either way a CPU-only build never runs a --device cuda case on the CPU.
         if "llama.cpp" in (args.engine or ()):
-            require_binding()  # asked for on the command line: exit 2 with the install command
-        # a suite's llama.cpp cases without the binding are recorded as skipped, with the install command
-        if binding_available():
-            require_gpu_offload(device)  # a CPU-only build never runs a --device cuda case on the CPU
+            require_binding()
+            require_gpu_offload(device)
     from bench.commands.quality_run import check_quality_args, run_quality
 
     check_quality_args(args, cases)

@@ -15,6 +15,7 @@ from bench.config.models import DECODER, resolve_source
 from bench.config.precision import get_precision
 from bench.config.spec import CaseSpec, TimingPolicy
 from bench.measure.engines import engine_failure, engine_for, skip_reason
+from bench.measure.llamacpp_binding import BindingMissing
 from bench.measure.load_phase import LoadMeter
 from bench.measure.loader import LoadedModel, load_model, random_checkpoint
 from bench.measure.memory import (
@@ -312,7 +313,7 @@ class CaseRunner:
             else:
                 record = self._measure(self.model_for(spec, device, user_view=True), spec, policy, device, base)
         except Exception as exc:
-            missing = type(exc).__name__ == "BindingMissing"  # llama.cpp's binding is not installed
+            missing = isinstance(exc, BindingMissing)  # llama.cpp's binding is not installed (or lacks the GPU)
             status = "oom" if is_oom(exc, device) else "skipped" if engine_failure(exc) or missing else "error"
             self.context_poisoned = status == "error" and device.startswith("cuda") and poisons_cuda_context(exc)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"

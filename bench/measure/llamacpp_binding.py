@@ -35,7 +35,8 @@ def binding_available() -> bool:
 
 
 class BindingMissing(BadInputError):
-    """llama-cpp-python or gguf is missing: ``bench run --engine llama.cpp`` exits 2, a suite's case is skipped."""
+    """llama-cpp-python or gguf is missing, or built without the GPU support a case needs: ``bench run --engine
+    llama.cpp`` exits 2, a suite's case is recorded skipped; the message names the install command."""
 
 
 def require_binding() -> None:
@@ -59,7 +60,7 @@ def require_gpu_offload(device: str, supported: bool | None = None) -> None:
     if supported is None:
         supported = gpu_offload_supported()
     if not supported:
-        raise BadInputError(
+        raise BindingMissing(
             f"--device {device}: the installed llama-cpp-python was built without GPU support, so llama.cpp would "
             f"run on the CPU; reinstall it with {CUDA_INSTALL}, or pass --device cpu"
         )

@@ -81,6 +81,27 @@ def test_a_build_without_gpu_support_never_runs_a_cuda_case():
     llamacpp_binding.require_gpu_offload("cuda:0", supported=True)
 
 
+@needs_binding
+def test_a_cpu_only_build_on_cuda_exits_2_on_the_command_line_and_skips_a_suites_case(capsys, tmp_path, monkeypatch):
+    from bench.commands import run_cmd
+    from bench.config.spec import TimingPolicy
+    from bench.measure.case_runner import CaseRunner
+
+    monkeypatch.setattr(llamacpp_binding, "gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(run_cmd, "gpu_detection", lambda args: None)  # as on a machine whose GPU torch can use
+    monkeypatch.setattr(run_cmd, "_check_device", lambda device, detection=None: None)
+    out = tmp_path / "run"
+    code = main(["run", "--model", "phi-3-tiny", "--engine", "llama.cpp", "--device", "cuda", "--out", str(out)])
+    assert code == 2 and not (out / "results.jsonl").exists()
+    assert (
+        'built without GPU support, so llama.cpp would run on the CPU; reinstall it with CMAKE_ARGS="-DGGML_CUDA=on"'
+        in (capsys.readouterr().err)
+    )
+    spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, device="cuda:0", engine="llama.cpp", suite="claims")
+    record = CaseRunner().run(spec, TimingPolicy(telemetry_repetitions=0))
+    assert record.status == "skipped" and "-DGGML_CUDA=on" in record.error, (record.status, record.device, record.error)
+
+
 def test_bench_run_without_the_binding_exits_2_with_the_install_command(capsys, tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
