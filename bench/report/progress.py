@@ -52,7 +52,9 @@ class CaseProgress:
             return
         style = {"ok": "green", "oom": "yellow", "timeout": "yellow"}.get(record.status, "red")
         headline = _headline(record)
-        self._progress.console.print(f"[{style}]{record.status:>7}[/] {record.spec.label}  {headline}")
+        from rich.markup import escape  # an error may hold brackets, e.g. "pip install 'llm-bench[llamacpp]'"
+
+        self._progress.console.print(f"[{style}]{record.status:>7}[/] {escape(record.spec.label)}  {escape(headline)}")
         self._progress.advance(self._task)
 
     def __exit__(self, *exc: object) -> None:
@@ -62,7 +64,7 @@ class CaseProgress:
 
 def _headline(record: Record) -> str:
     if not record.ok:
-        return (record.error or "").splitlines()[0][:100] if record.error else ""
+        return (record.error or "").splitlines()[0] if record.error else ""  # whole: it says the way out
     m = record.metrics
     if record.spec.scenario == "generate":
         parts = [f"TTFT {m.get('ttft_s', 0) * 1e3:.1f} ms"]
