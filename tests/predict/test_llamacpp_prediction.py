@@ -119,3 +119,26 @@ def test_a_layout_needs_rows_that_divide_its_interleave():
     assert repack_rows("Q4_0", 12, ARM_I8MM) == 4
     assert repack_rows("Q2_K", 3072, ("avx2",)) is None and repack_rows("Q2_K", 3072, X86_AVX512) == 8
     assert repack_rows("F16", 3072, X86_AVX512 + ARM_I8MM) is None
+
+
+def test_bench_predict_with_a_cpu_profile_adds_the_repacked_copy_for_this_cpu(capsys, tmp_path, monkeypatch):
+    import dataclasses
+
+    from bench.config import machine
+
+    cpu = tmp_path / "host.toml"
+    cpu.write_text('name = "host"\nkind = "cpu"\nmemory_bytes = 25769803776\nmemory_bandwidth_bytes_per_s = 2e10\n')
+    argv = ["predict", "--model", "phi-3-mini", "--engine", "llama.cpp", "--precision", "q4_0", "--context", "128"]
+    real = machine.fingerprint()
+    totals = {}
+    for isa in (X86_AVX512, X86_NO_AVX2):
+        monkeypatch.setattr(machine, "fingerprint", lambda isa=isa: dataclasses.replace(real, isa=isa))
+        assert main([*argv, "--profile", str(cpu), "--json", "-"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["device"] == "cpu" and out["cpu_isa"] == list(isa)
+        totals[isa] = out["total_bytes"]
+    assert totals[X86_AVX512] - totals[X86_NO_AVX2] == LAYERS * PER_LAYER // 32 * 18
+    assert main([*argv, "--profile", str(cpu)]) == 0
+    assert "CPU_REPACK" in capsys.readouterr().out
+    assert main(argv) == 0  # no profile: every layer on a GPU, nothing repacked
+    assert "CPU_REPACK" not in capsys.readouterr().out
