@@ -234,10 +234,13 @@ def test_bench_run_writes_ordered_gguf_records_and_runs_a_users_file(capsys, tmp
     # ggml-cpu's repacked copy against llama.cpp's log (two decimals of MiB): on an AVX2 build the layers' Q4_0
     # matrices (not the token embedding, a GET_ROWS, nor output.weight, kept at Q6_K), 18 bytes per 32 weights;
     # nothing of Q8_0 or F16 on x86-64. The build is native (pip), so the machine's flags are its flags.
+    import llama_cpp
+
     from bench.config.machine import fingerprint
     from bench.predict.llamacpp import predict_llamacpp
 
     avx2 = "avx2" in fingerprint().isa
+    assert ("AVX2 = 1" in llama_cpp.llama_print_system_info().decode()) == avx2  # the build's flags: the CPU's
     layers_q4 = sum(v for k, v in MATRICES.items() if k not in ("token_embd", "output")) // 32 * 18
     for precision, expected in (("q4_0", layers_q4 if avx2 else 0), ("q8_0", 0), ("f16", 0)):
         logged = records[precision]["engine_info"]["buffers_bytes"].get("CPU_REPACK model", 0)
