@@ -1,10 +1,13 @@
-"""The llama.cpp predictor against measured llama.cpp records: weights, KV cache, compute buffer and host peak RSS.
+"""The llama.cpp predictor against measured llama.cpp records: weights, KV cache, compute buffer, ggml-cpu's
+repacked copy and host peak RSS.
 
 Reads the llama.cpp records of run folders (``bench run --engine llama.cpp``) and prints, per case, the measured
-figure beside the prediction (``bench.predict.llamacpp``) and the relative error. The host line is the prediction
-of llama.cpp's buffers plus what the process held before the case (``host_baseline_rss_bytes``, measured), plus the
-repacked copy of the weights where llama.cpp's log shows a ``CPU_REPACK`` buffer (a CPU backend's layout for its
-kernels, which the predictor does not model: it predicts what a GPU holds), against the peak host RSS.
+figure beside the prediction (``bench.predict.llamacpp``) and the relative error. A CPU case is predicted for the
+CPU features of the machine that measured it (its fingerprint in the run's ``environment.json``), so the
+predicted ``CPU_REPACK`` buffer is set against the one llama.cpp's log reports. The host line is the prediction of
+llama.cpp's buffers (the mapped file's pages, the repacked copy, KV, compute, output) plus what the process held
+before the case (``host_baseline_rss_bytes``, measured), against the peak host RSS; the last column leaves the
+predicted repacked copy out, to show what it is worth.
 
     python benchmarks/llamacpp_prediction.py RUN_DIR [RUN_DIR ...]
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def rows(folders: list[Path]) -> list[tuple[str, ...]]:
@@ -27,24 +31,44 @@ def rows(folders: list[Path]) -> list[tuple[str, ...]]:
 
     out = []
     for folder in folders:
-        for r in RunFolder(folder).load_records():
+        run = RunFolder(folder)
+        isa = machine_isa(run.read_envelopes())
+        for r in run.load_records():
             s = r.spec
             if not r.ok or s.engine != "llama.cpp" or s.weights != "random":
                 continue
-            p = predict_llamacpp(s.model, s.precision, s.context_tokens, s.new_tokens, s.kv_cache_type)
+            device = "cpu" if s.device == "cpu" else "cuda"
+            if device == "cpu" and r.machine not in isa:
+                raise SystemExit(f"{folder}: no fingerprint for machine {r.machine!r} in environment.json")
+            p = predict_llamacpp(
+                s.model, s.precision, s.context_tokens, s.new_tokens, s.kv_cache_type, device, isa.get(r.machine)
+            )
             buffers = r.engine_info.get("buffers_bytes") or {}
             repack = sum(v for k, v in buffers.items() if k.startswith("CPU_REPACK"))
             compute = sum(v for k, v in buffers.items() if k.endswith(" compute"))
-            host = p.total_bytes + (r.memory.host_baseline_rss_bytes or 0) + repack
+            host = p.total_bytes + (r.memory.host_baseline_rss_bytes or 0)
             out.append(
                 (
                     f"{s.model} {s.precision} L{s.context_tokens}+{s.new_tokens}",
                     cell(r.memory.weights_bytes, p.weights_bytes),
                     cell(r.memory.kv_cache_bytes, p.kv_cache_bytes),
                     cell(compute, p.compute_bytes),
+                    cell(repack, p.repack_bytes) if repack or p.repack_bytes else "none / none",
                     cell(r.memory.host_peak_rss_bytes, host),
+                    cell(r.memory.host_peak_rss_bytes, host - p.repack_bytes),
                 )
             )
+    return out
+
+
+def machine_isa(envelopes: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Machine digest -> its ISA flags, from a run's environment envelopes (resumed ones included)."""
+    out = {}
+    for env in envelopes:
+        for e in (env, *(env.get("resumed") or ())):
+            m = e.get("machine") or {}
+            if m.get("digest"):
+                out[m["digest"]] = tuple(m.get("isa") or ())
     return out
 
 
@@ -53,7 +77,15 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
-    head = ("case", "weights meas / pred", "KV cache", "compute buffer", "host peak RSS")
+    head = (
+        "case",
+        "weights meas / pred",
+        "KV cache",
+        "compute buffer",
+        "CPU_REPACK",
+        "host peak RSS",
+        "host RSS, repack left out",
+    )
     for row in (head, *rows([Path(a) for a in argv])):
         print(" | ".join(row))
     return 0

@@ -234,7 +234,10 @@ def _predict_llamacpp(args: argparse.Namespace, entry: Any) -> int:
     if not get_precision(args.precision).is_gguf:
         raise BadInputError(f"engine llama.cpp runs GGUF types, not {args.precision!r}: pass f16, q8_0 or q4_0")
     new_tokens = args.new_tokens if args.new_tokens is not None else 64
-    pred = predict_llamacpp(args.model, args.precision, args.context, new_tokens, args.kv_cache_type)
+    # a CPU profile (bench profile --device cpu): llama.cpp runs on the CPU and ggml-cpu may repack weights,
+    # judged by this machine's CPU features; otherwise every layer is on a GPU
+    device = "cpu" if args.profile and _profile_kind(args.profile) == "cpu" else "cuda"
+    pred = predict_llamacpp(args.model, args.precision, args.context, new_tokens, args.kv_cache_type, device)
     if args.json:
         text = json.dumps(pred.to_dict(), indent=2) + "\n"
         if args.json == "-":
@@ -253,11 +256,21 @@ def _predict_llamacpp(args: argparse.Namespace, entry: Any) -> int:
         (f"KV cache ({pred.kv_cache_type})", pred.kv_cache_bytes, f"{pred.n_ctx:,} cells (context padded to 256)"),
         ("compute buffer", pred.compute_bytes, "one micro-batch of logits"),
         ("output buffer", pred.output_bytes, "one row of logits"),
-        ("total", pred.total_bytes, "+ the process (CPU) or CUDA context"),
     )
+    if device == "cpu":
+        repacked = ", ".join(pred.repack_by_type) or "nothing"
+        rows += (("CPU_REPACK", pred.repack_bytes, f"{repacked} interleaved for this CPU's kernels"),)
+    rows += (("total", pred.total_bytes, "+ the process (host RSS)" if device == "cpu" else "+ CUDA context"),)
     for name, value, note in rows:
         print(f"  {name:<16}{_size(value):>11}  {note}")
     return 0
+
+
+def _profile_kind(path: Path) -> str:
+    """The kind of a profile file (cuda or cpu)."""
+    from bench.config.hardware import load_profile
+
+    return load_profile(path).kind
 
 
 def _cache_text(mem: Any) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 PROC_CPUINFO = Path("/proc/cpuinfo")
-# The ISA extensions torch, bitsandbytes or oneDNN choose a code path on, spelled as Linux's /proc/cpuinfo
+# The ISA extensions torch, bitsandbytes, oneDNN or ggml-cpu choose a code path on, spelled as Linux's /proc/cpuinfo
 # spells them (py-cpuinfo's CPUID reading spells some without the underscore: matched ignoring "_").
 ISA_FLAGS = (
     # x86-64
@@ -55,6 +55,7 @@ ISA_FLAGS = (
     # arm64
     "asimd",
     "asimdhp",
+    "asimddp",
     "sve",
     "sve2",
     "bf16",

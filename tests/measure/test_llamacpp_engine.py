@@ -231,6 +231,22 @@ def test_bench_run_writes_ordered_gguf_records_and_runs_a_users_file(capsys, tmp
     assert weights[0] > weights[1] > weights[2]
     for r in records.values():
         assert r["metrics"]["decode_tokens_per_s"] > 0 and r["memory"]["host_peak_rss_bytes"] > 0
+    # ggml-cpu's repacked copy against llama.cpp's log (two decimals of MiB): on an AVX2 build the layers' Q4_0
+    # matrices (not the token embedding, a GET_ROWS, nor output.weight, kept at Q6_K), 18 bytes per 32 weights;
+    # nothing of Q8_0 or F16 on x86-64. The build is native (pip), so the machine's flags are its flags.
+    import llama_cpp
+
+    from bench.config.machine import fingerprint
+    from bench.predict.llamacpp import predict_llamacpp
+
+    avx2 = "avx2" in fingerprint().isa
+    assert ("AVX2 = 1" in llama_cpp.llama_print_system_info().decode()) == avx2  # the build's flags: the CPU's
+    layers_q4 = sum(v for k, v in MATRICES.items() if k not in ("token_embd", "output")) // 32 * 18
+    for precision, expected in (("q4_0", layers_q4 if avx2 else 0), ("q8_0", 0), ("f16", 0)):
+        logged = records[precision]["engine_info"]["buffers_bytes"].get("CPU_REPACK model", 0)
+        pred = predict_llamacpp("phi-3-tiny", precision, 16, 4, device="cpu")
+        assert logged == pytest.approx(expected, abs=0.005 * 2**20), precision
+        assert pred.repack_bytes == expected, precision
     # the q4_0 file the run wrote, passed back as a user's file: its own types, or refused under another precision
     path = records["q4_0"]["engine_info"]["gguf_file"]
     user = ["run", "--model-path", path, "--engine", "llama.cpp", "--device", "cpu", "--context", "16"]

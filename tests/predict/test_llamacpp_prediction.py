@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from bench.cli import main
 from bench.errors import BadInputError
-from bench.predict.llamacpp import BLOCK_BYTES, predict_llamacpp
+from bench.predict.llamacpp import BLOCK_BYTES, predict_llamacpp, repack_rows
 
 # Phi-3-mini (the shipped config.json): hidden 3072, 32 layers, 32 heads (no GQA), feed-forward 8192, vocab 32064
 H, LAYERS, FF, VOCAB = 3072, 32, 8192, 32064
@@ -62,3 +65,80 @@ def test_bench_predict_engine_llamacpp_prints_a_labelled_prediction(capsys):
     assert f"{q4:.2f} GiB  Q4_0" in out
     assert "1,280 cells" in out
     assert main([*argv[:-1], "nf4", "--context", "8"]) == 2
+
+
+# ------------------------------------------------------------------------------- ggml-cpu's CPU_REPACK copy
+REFERENCE = Path(__file__).parents[2] / "reports" / "reference" / "cpu-phi3-mini-llamacpp" / "run1"
+X86_AVX512 = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl")
+X86_NO_AVX2 = ("sse4_2", "avx", "fma", "f16c")
+ARM_I8MM = ("asimd", "asimdhp", "asimddp", "i8mm")
+
+
+def test_the_predicted_repack_buffer_is_the_one_llamacpp_logged_for_full_size_phi3_mini():
+    # the measured run on an AVX-512 CPU: predicted for the CPU features its environment recorded
+    env = json.loads((REFERENCE / "environment.json").read_text())
+    records = [json.loads(line) for line in (REFERENCE / "results.jsonl").read_text().splitlines()]
+    checked = 0
+    for r in records:
+        s = r["spec"]
+        pred = predict_llamacpp(
+            "phi-3-mini", s["precision"], s["context_tokens"], s["new_tokens"], device="cpu",
+            cpu_isa=env["machine"]["isa"],
+        )  # fmt: skip
+        logged = r["engine_info"]["buffers_bytes"].get("CPU_REPACK model", 0)
+        assert pred.repack_bytes == pytest.approx(logged, abs=0.005 * 2**20), s["precision"]
+        checked += 1
+    assert checked == 6
+    # hand-counted: the 32 layers' matrices at 18 bytes per 32 weights (1,944 MiB); not the embedding nor output
+    q4 = predict_llamacpp("phi-3-mini", "q4_0", 128, 16, device="cpu", cpu_isa=X86_AVX512)
+    assert q4.repack_by_type == {"Q4_0": LAYERS * PER_LAYER // 32 * 18}
+
+
+def test_no_repack_without_the_cpu_feature_or_on_a_gpu():
+    on_gpu = predict_llamacpp("phi-3-mini", "q4_0", 128, 16)
+    no_avx2 = predict_llamacpp("phi-3-mini", "q4_0", 128, 16, device="cpu", cpu_isa=X86_NO_AVX2)
+    avx2 = predict_llamacpp("phi-3-mini", "q4_0", 128, 16, device="cpu", cpu_isa=X86_AVX512)
+    assert on_gpu.repack_bytes == no_avx2.repack_bytes == 0 and not no_avx2.repack_by_type
+    assert avx2.total_bytes - no_avx2.total_bytes == LAYERS * PER_LAYER // 32 * 18  # the copy, nothing else
+
+
+def test_q8_0_is_repacked_on_arm64_only():
+    x86 = predict_llamacpp("phi-3-mini", "q8_0", 128, 16, device="cpu", cpu_isa=X86_AVX512)
+    arm = predict_llamacpp("phi-3-mini", "q8_0", 128, 16, device="cpu", cpu_isa=ARM_I8MM)
+    assert x86.repack_bytes == 0
+    # every MUL_MAT weight at Q8_0 (34 bytes per 32), output.weight included; the token embedding is a GET_ROWS
+    assert arm.repack_by_type == {"Q8_0": (LAYERS * PER_LAYER + EMBED) // 32 * 34}
+    # on arm64 Q4_0's output.weight (Q6_K) is repacked too
+    q4 = predict_llamacpp("phi-3-mini", "q4_0", 128, 16, device="cpu", cpu_isa=ARM_I8MM)
+    assert q4.repack_by_type == {"Q4_0": LAYERS * PER_LAYER // 32 * 18, "Q6_K": EMBED // 256 * 210}
+
+
+def test_a_layout_needs_rows_that_divide_its_interleave():
+    assert repack_rows("Q4_0", 3072, X86_AVX512) == 8
+    assert repack_rows("Q4_0", 12, X86_AVX512) is None  # 12 rows: no 8-row layout, and x86 has no 4-row one
+    assert repack_rows("Q4_0", 12, ARM_I8MM) == 4
+    assert repack_rows("Q2_K", 3072, ("avx2",)) is None and repack_rows("Q2_K", 3072, X86_AVX512) == 8
+    assert repack_rows("F16", 3072, X86_AVX512 + ARM_I8MM) is None
+
+
+def test_bench_predict_with_a_cpu_profile_adds_the_repacked_copy_for_this_cpu(capsys, tmp_path, monkeypatch):
+    import dataclasses
+
+    from bench.config import machine
+
+    cpu = tmp_path / "host.toml"
+    cpu.write_text('name = "host"\nkind = "cpu"\nmemory_bytes = 25769803776\nmemory_bandwidth_bytes_per_s = 2e10\n')
+    argv = ["predict", "--model", "phi-3-mini", "--engine", "llama.cpp", "--precision", "q4_0", "--context", "128"]
+    real = machine.fingerprint()
+    totals = {}
+    for isa in (X86_AVX512, X86_NO_AVX2):
+        monkeypatch.setattr(machine, "fingerprint", lambda isa=isa: dataclasses.replace(real, isa=isa))
+        assert main([*argv, "--profile", str(cpu), "--json", "-"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["device"] == "cpu" and out["cpu_isa"] == list(isa)
+        totals[isa] = out["total_bytes"]
+    assert totals[X86_AVX512] - totals[X86_NO_AVX2] == LAYERS * PER_LAYER // 32 * 18
+    assert main([*argv, "--profile", str(cpu)]) == 0
+    assert "CPU_REPACK" in capsys.readouterr().out
+    assert main(argv) == 0  # no profile: every layer on a GPU, nothing repacked
+    assert "CPU_REPACK" not in capsys.readouterr().out
