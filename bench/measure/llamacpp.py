@@ -46,6 +46,7 @@ from bench.measure.llamacpp_binding import (
     require_binding,
     require_gpu_offload,
 )
+from bench.measure.load_phase import LoadMeter, SamplerFactory
 from bench.measure.memory import host_peak_rss_bytes, host_rss_bytes, reset_host_peak
 from bench.measure.scenarios import Clock, make_prompt
 from bench.results.metrics import coefficient_of_variation, token_times_to_sample
@@ -96,6 +97,11 @@ def rss_parts() -> dict[str, int]:
     return out
 
 
+def _no_sampler(device: str, background: bool = True) -> Any:
+    """A GPU load needs the runner's NVML sampler: refuse to report a GPU load without its NVML reading."""
+    raise RuntimeError(f"a llama.cpp load on {device} needs the runner's NVML sampler (make_sampler) to be measured")
+
+
 @dataclass
 class LlamaCppEngine:
     """The engine's description for the record; no compilation, so no graphs."""
@@ -115,7 +121,14 @@ class LlamaCppEngine:
 class LlamaCppCase:
     """One case loaded in llama.cpp and ready to time: ``run_once`` is one timed generation of exactly N tokens."""
 
-    def __init__(self, spec: CaseSpec, device: str, clock: Clock = time.perf_counter, llama_factory: Any = None):
+    def __init__(
+        self,
+        spec: CaseSpec,
+        device: str,
+        clock: Clock = time.perf_counter,
+        llama_factory: Any = None,
+        make_sampler: SamplerFactory | None = None,
+    ):
         if spec.batch_size != 1:
             raise BadInputError(f"engine llama.cpp runs batch 1 here, not {spec.batch_size}; use --batch 1")
         self.spec, self.device, self.clock = spec, device, clock
@@ -142,10 +155,15 @@ class LlamaCppCase:
             verbose=False,  # the binding prints nothing; llama.cpp's log is captured all the same (buffer sizes)
         )
         factory = llama_factory or llama_cpp.Llama
-        start = time.perf_counter()
-        with captured_log() as log:
+        # The load (Llama(...): file mapped, tensors placed, context and KV cache allocated) measured as the other
+        # engines' loads are: wall time, host RSS before / peak / after and, on a GPU, NVML's process reading
+        # through the runner's sampler. ggml allocates its CUDA buffers itself, not through torch's caching
+        # allocator, so the allocator fields stay None (torch_allocator=False).
+        meter = LoadMeter(device, make_sampler or _no_sampler, clock, torch_allocator=False)
+        with meter, captured_log() as log:
             self.llm = factory(str(self.path), **params)
-        self.load_s = time.perf_counter() - start
+            self.load = meter.loaded(spec.key)
+        self.load_s = self.load.load_s
         self.log_lines = log.lines()
         self.buffers = buffer_sizes(self.log_lines)
         if gpu and not any(k.startswith(("CUDA", "ROCm", "Vulkan", "Metal")) for k in self.buffers):
@@ -248,7 +266,7 @@ def measure_llamacpp(runner: Any, spec: CaseSpec, policy: TimingPolicy, device: 
     if spec.scenario != "generate":
         raise BadInputError(f"engine llama.cpp runs decoders (scenario generate), not {spec.scenario!r}")
     host_baseline = host_rss_bytes()
-    case = LlamaCppCase(spec, device, runner.clock)
+    case = LlamaCppCase(spec, device, runner.clock, make_sampler=runner.sampler)
     try:
         for _ in range(policy.warmup_runs):
             case.run_once()
@@ -306,6 +324,7 @@ def measure_llamacpp(runner: Any, spec: CaseSpec, policy: TimingPolicy, device: 
             telemetry=telemetry.summary,
             flags=tuple(dict.fromkeys(flags)),
             engine_info=info,
+            load=case.load,  # each llama.cpp case loads its own Llama (n_ctx is the case's): a load per case
             **base,
         )
     finally:

@@ -272,7 +272,45 @@ def test_a_gpu_load_that_reports_no_gpu_buffer_fails_instead_of_running_on_the_c
         calls.append(params)
         return object()
 
+    class FakeSampler:  # NVML's process reading after the load, as the runner's sampler gives it
+        def start(self):
+            pass
+
+        def stop(self):
+            return type("Tel", (), {"nvml_process_peak_bytes": 5 * 2**20, "nvml_method": "fake"})()
+
     spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, device="cuda:1", engine="llama.cpp")
     with pytest.raises(RuntimeError, match="reported no GPU buffer after loading with every layer offloaded"):
-        llamacpp.LlamaCppCase(spec, "cuda:1", llama_factory=fake_llama)
+        llamacpp.LlamaCppCase(spec, "cuda:1", llama_factory=fake_llama, make_sampler=lambda *a, **k: FakeSampler())
     assert calls[0]["n_gpu_layers"] == -1 and calls[0]["main_gpu"] == 1 and calls[0]["flash_attn"] is True
+
+
+@needs_binding
+@pytest.mark.slow
+def test_a_cases_record_carries_its_llamacpp_load_measured_and_the_loading_section_shows_it():
+    from bench.config.spec import TimingPolicy
+    from bench.measure.case_runner import CaseRunner
+    from bench.report.document import render_markdown
+    from bench.report.load_section import loading_section
+
+    spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, engine="llama.cpp")
+    policy = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, telemetry_repetitions=0)
+    record = CaseRunner().run(spec, policy)
+    assert record.status == "ok", record.error
+    load = record.load
+    assert load.loaded_for_key == spec.key and 0 < load.load_s < record.wall_s
+    # ggml allocates outside torch: no allocator reading, and no NVML one on a CPU
+    assert load.load_peak_allocated_bytes is None and load.load_reserved_after_bytes is None
+    assert load.load_nvml_process_bytes is None
+    # What the load makes resident, from llama.cpp's own log (MiB to two decimals): llama.cpp maps the file with
+    # MAP_POPULATE (llama_mmap's prefetch, Linux), so every page of the CPU_Mapped buffer is in the resident set,
+    # file-backed, once Llama() returns: a fresh mapping, so "after - before" counts it whole. The anonymous
+    # buffers (CPU_REPACK copy, KV cache) are not asserted: malloc may serve them from heap pages an earlier case
+    # in this process freed but kept resident, so they need not grow the RSS.
+    buffers = record.engine_info["buffers_bytes"]
+    grown = load.load_host_rss_after_bytes - load.load_host_rss_before_bytes
+    assert grown >= buffers["CPU_Mapped model"] - 0.005 * 2**20, (grown, buffers)
+    assert load.load_host_peak_rss_bytes >= load.load_host_rss_after_bytes
+    text = render_markdown(loading_section([record]))
+    assert "phi-3-tiny q4_0 b1 L16 n4" in text and "Host RSS after load (MiB)" in text
+    assert "GPU:" not in text  # a CPU load has the host table only
