@@ -4,10 +4,12 @@ One case: the GGUF file (the random checkpoint written and quantized, :mod:`benc
 ``--model-path file.gguf``) is loaded with a context of ``n_ctx`` = prompt + new tokens (llama.cpp pads the KV
 cache to 256 cells), KV cache type ``spec.kv_cache_type`` (``auto`` = f16), flash attention on (llama.cpp's own
 default, ``auto``, turns it on where the backend has it; a quantized V cache needs it), every layer offloaded on a
-GPU, and every core of the process's CPU set as threads. A timed call: the prompt's tokens (the same random ids as
-the other engines, :func:`bench.measure.scenarios.make_prompt`) are evaluated in one ``llama_decode`` per batch of
-512, the first token is the argmax of the last logits (greedy; EOS never stops it), then N - 1 single-token decode
-steps, the clock read as each token's logits reach the host (``llama_get_logits_ith`` waits for the backend).
+GPU, and ``spec.threads`` CPU threads (``--threads``; default every core of the process's CPU set; llama-cpp-python's
+own, 0.3.36, is half of cpu_count() for decode and all of it for the prompt). A timed call: the prompt's tokens
+(the same random ids as the other engines, :func:`bench.measure.scenarios.make_prompt`) are evaluated in one
+``llama_decode`` per batch of 512, the first token is the argmax of the last logits (greedy; EOS never stops it),
+then N - 1 single-token decode steps, the clock read as each token's logits reach the host
+(``llama_get_logits_ith`` waits for the backend).
 
 llama.cpp's own timings (``llama_perf_context``: prompt eval and eval milliseconds, reset before every call) are kept
 per repetition beside the harness's, and the record's metrics compare them
@@ -84,6 +86,11 @@ def gguf_path(spec: CaseSpec, seed: int = 0) -> tuple[Path, GgufHeader]:
     return path, read_header(path)
 
 
+def default_threads() -> int:
+    """The engine's default thread count: every core of this process's CPU set (all cores where unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def rss_parts() -> dict[str, int]:
     """This process's resident set now, split as the kernel counts it: RssAnon, RssFile (mapped files), RssShmem."""
     out: dict[str, int] = {}
@@ -138,7 +145,7 @@ class LlamaCppCase:
 
         self._lib = llama_cpp
         gpu = device.startswith("cuda")
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = spec.threads or default_threads()  # the record's engine_info.n_threads: the count used
         kv = KV_GGML_TYPES[spec.kv_cache_type]
         kv_type = getattr(llama_cpp, f"GGML_TYPE_{kv}")
         params = dict(
@@ -183,6 +190,7 @@ class LlamaCppCase:
                 "n_ctx": self.n_ctx,
                 "n_batch": N_BATCH,
                 "n_threads": threads,
+                "n_threads_source": "--threads" if spec.threads else "default: every core of the process's CPU set",
                 "n_gpu_layers": params["n_gpu_layers"],
                 "flash_attn": True,
                 "kv_cache_ggml_type": kv,
