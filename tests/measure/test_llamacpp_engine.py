@@ -333,10 +333,10 @@ def test_a_cases_record_carries_its_llamacpp_load_measured_and_the_loading_secti
     assert load.load_peak_allocated_bytes is None and load.load_reserved_after_bytes is None
     assert load.load_nvml_process_bytes is None
     # What the load makes resident, from llama.cpp's own log (MiB to two decimals): llama.cpp maps the file with
-    # MAP_POPULATE (llama_mmap's prefetch, Linux), so every page of the CPU_Mapped buffer is in the resident set,
-    # file-backed, once Llama() returns: a fresh mapping, so "after - before" counts it whole. The anonymous
-    # buffers (CPU_REPACK copy, KV cache) are not asserted: malloc may serve them from heap pages an earlier case
-    # in this process freed but kept resident, so they need not grow the RSS.
+    # MAP_POPULATE (src/llama-mmap.cpp, Linux, when prefetching), so every page of the CPU_Mapped buffer is in
+    # the resident set, file-backed, once Llama() returns: a fresh mapping, so "after - before" counts it whole.
+    # The anonymous buffers (CPU_REPACK copy, KV cache) are not asserted: malloc may serve them from heap pages an
+    # earlier case in this process freed but kept resident, so they need not grow the RSS.
     buffers = record.engine_info["buffers_bytes"]
     grown = load.load_host_rss_after_bytes - load.load_host_rss_before_bytes
     assert grown >= buffers["CPU_Mapped model"] - 0.005 * 2**20, (grown, buffers)
