@@ -344,3 +344,4 @@ def test_a_cases_record_carries_its_llamacpp_load_measured_and_the_loading_secti
     text = render_markdown(loading_section([record]))
     assert "phi-3-tiny q4_0 b1 L16 n4" in text and "Host RSS after load (MiB)" in text
     assert "GPU:" not in text  # a CPU load has the host table only
+    assert "A llama.cpp case loads its own model" in text
