@@ -69,6 +69,12 @@ def register(sub: Any) -> None:
         choices=KV_CACHE_TYPES,
         help="KV cache element type of --engine llama.cpp: f16 (its default), q8_0 or q4_0; 'auto' the engine's own",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of --engine llama.cpp (n_threads and n_threads_batch; default: every core of the "
+        "process's CPU set; the record's engine_info.n_threads says what was used); other engines refuse it",
+    )
     p.add_argument("--out", type=Path, help="run folder (default: reports/<suite>-<UTC time>)")
     p.add_argument("--resume", action="store_true", help="run only the cases that have no record in --out yet")
     p.add_argument(
@@ -153,7 +159,7 @@ def choose_suite(args: argparse.Namespace, detection: Any = None) -> tuple[str, 
 def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
     """The suite with the command line's overrides applied (``detection``: :func:`gpu_detection`'s answer)."""
     from bench.config.spec import TimingPolicy
-    from bench.config.suite import Group, Suite, load_suite, with_overrides
+    from bench.config.suite import Group, Suite, check_threads, load_suite, with_overrides
 
     name, why = choose_suite(args, detection)
     if why:
@@ -202,6 +208,7 @@ def build_suite(args: argparse.Namespace, detection: Any = None):  # -> Suite
         cache=args.cache,
         engines=_engines(args.engine),
         kv_cache_type=args.kv_cache_type,
+        threads=check_threads(args.threads) if args.threads is not None else None,
     )
     if weights:
         overrides["weights"] = weights

@@ -18,6 +18,9 @@ DEFAULT_ENGINE = "eager"
 # llama.cpp also stores it as q8_0 or q4_0 (bench.measure.llamacpp).
 KV_CACHE_TYPES = ("auto", "f16", "q8_0", "q4_0")
 DEFAULT_KV_CACHE_TYPE = "auto"
+# llama.cpp's CPU threads (n_threads and n_threads_batch); 0 is the engine's default, every core of the
+# process's CPU set (bench.measure.llamacpp), and the record's engine_info.n_threads says what was used.
+DEFAULT_THREADS = 0
 
 # Fields added after the first run folders were written, with their defaults: a field at its default is left
 # out of CaseSpec.key's digest, so the keys of cases written before the field existed stay the same.
@@ -25,6 +28,7 @@ KEY_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "cache": "config",
     "engine": DEFAULT_ENGINE,
     "kv_cache_type": DEFAULT_KV_CACHE_TYPE,
+    "threads": DEFAULT_THREADS,
 }
 
 T = TypeVar("T")
@@ -54,6 +58,7 @@ class CaseSpec:
     cache: str = "config"  # KV-cache policy of decoders: config | window | full (bench.config.models.CACHE_POLICIES)
     engine: str = DEFAULT_ENGINE  # eager | compiled | llama.cpp (ENGINES)
     kv_cache_type: str = DEFAULT_KV_CACHE_TYPE  # auto | f16 | q8_0 | q4_0 (KV_CACHE_TYPES; the last three: llama.cpp)
+    threads: int = DEFAULT_THREADS  # llama.cpp's CPU threads; 0: the engine's default (DEFAULT_THREADS)
 
     @property
     def key(self) -> str:
@@ -77,7 +82,8 @@ class CaseSpec:
         cache = "" if self.cache == "config" else f" [cache {self.cache}]"
         engine = "" if self.engine == DEFAULT_ENGINE else f" [{self.engine}]"
         kv = "" if self.kv_cache_type == DEFAULT_KV_CACHE_TYPE else f" [kv {self.kv_cache_type}]"
-        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}{cache}{engine}{kv}"
+        threads = "" if self.threads == DEFAULT_THREADS else f" [threads {self.threads}]"
+        return f"{self.model} {self.precision} {self.scenario} {shape}{weights}{cache}{engine}{kv}{threads}"
 
     @property
     def group(self) -> tuple[str, ...]:

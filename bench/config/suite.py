@@ -14,6 +14,7 @@ from bench.config.precision import check_engine_precision, get_precision
 from bench.config.spec import (
     DEFAULT_ENGINE,
     DEFAULT_KV_CACHE_TYPE,
+    DEFAULT_THREADS,
     ENGINES,
     KV_CACHE_TYPES,
     SCENARIOS,
@@ -40,6 +41,7 @@ _GROUP_KEYS = {
     "cache",
     "engines",
     "kv_cache_type",
+    "threads",
 }
 _POLICY_KEYS = {f.name for f in fields(TimingPolicy)}
 
@@ -59,6 +61,7 @@ class Group:
     cache: str = DEFAULT_CACHE  # decoders' KV-cache policy (CACHE_POLICIES); encoders keep no cache
     engines: tuple[str, ...] = (DEFAULT_ENGINE,)  # how the model runs while timed (ENGINES); each is a case
     kv_cache_type: str = DEFAULT_KV_CACHE_TYPE  # the KV cache's element type (KV_CACHE_TYPES; non-auto: llama.cpp)
+    threads: int = DEFAULT_THREADS  # llama.cpp's CPU threads (0: the engine's default)
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
             check_engine(engine, f"{where}: key 'engines'")
         kv_type = g.get("kv_cache_type", DEFAULT_KV_CACHE_TYPE)
         check_kv_cache_type(kv_type, f"{where}: key 'kv_cache_type'")
+        threads = check_threads(g.get("threads", DEFAULT_THREADS), f"{where}: key 'threads'", allow_default=True)
         groups.append(
             Group(
                 models=_str_list(g["models"], "models", where),
@@ -190,6 +194,7 @@ def parse_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
                 cache=cache,
                 engines=engines,
                 kv_cache_type=kv_type,
+                threads=threads,
             )
         )
     device = data.get("device", "cpu")
@@ -240,6 +245,12 @@ def expand(suite: Suite) -> list[CaseSpec]:
                         f"KV cache type {kv_type!r} is set by llama.cpp only; engine {engine!r} keeps the model's "
                         "dtype: drop --kv-cache-type or use --engine llama.cpp"
                     )
+                threads = o.get("threads") or g.threads
+                if threads != DEFAULT_THREADS and engine != "llama.cpp":
+                    raise BadInputError(
+                        f"--threads {threads} is set for llama.cpp only; engine {engine!r} uses torch's threads: "
+                        "drop --threads or use --engine llama.cpp"
+                    )
                 if context + new > source.max_positions:
                     raise BadInputError(
                         f"{model}: prompt of {context} plus {new} new tokens is {context + new} tokens, over the "
@@ -261,6 +272,7 @@ def expand(suite: Suite) -> list[CaseSpec]:
                         cache=cache,
                         engine=engine,
                         kv_cache_type=kv_type,
+                        threads=threads,
                     )
                 )
     if not cases:
@@ -270,6 +282,14 @@ def expand(suite: Suite) -> list[CaseSpec]:
             f"--cache {o['cache']}: every case of this run is an encoder, and encoders keep no KV cache; drop --cache"
         )
     return cases
+
+
+def check_threads(threads: Any, where: str = "--threads", allow_default: bool = False) -> int:
+    """``threads`` when it is a whole number of at least 1 (or 0, the engine's default, where allowed)."""
+    low = 0 if allow_default else 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < low:
+        raise BadInputError(f"{where}: threads must be a whole number of at least {low}, got {threads!r}")
+    return threads
 
 
 def check_kv_cache_type(kv_type: Any, where: str = "--kv-cache-type") -> str:

@@ -329,13 +329,15 @@ class CaseRunner:
                 device_total_bytes=self._device_total.get(device),
                 memory_cap_bytes=self.memory_cap_bytes,
             )
+            # a llama.cpp case loads its own model: a failed one has no load, never the last torch group's
+            loads = {} if spec.engine == "llama.cpp" else self._load_fields()
             record = Record(
                 status=status,
                 error=message[:4000],
                 device=device,
                 device_name=_safe_device_name(device),
                 memory=memory,
-                **self._load_fields(),
+                **loads,
                 **base,
             )
         if record.status == "oom":

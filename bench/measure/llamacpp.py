@@ -4,10 +4,12 @@ One case: the GGUF file (the random checkpoint written and quantized, :mod:`benc
 ``--model-path file.gguf``) is loaded with a context of ``n_ctx`` = prompt + new tokens (llama.cpp pads the KV
 cache to 256 cells), KV cache type ``spec.kv_cache_type`` (``auto`` = f16), flash attention on (llama.cpp's own
 default, ``auto``, turns it on where the backend has it; a quantized V cache needs it), every layer offloaded on a
-GPU, and every core of the process's CPU set as threads. A timed call: the prompt's tokens (the same random ids as
-the other engines, :func:`bench.measure.scenarios.make_prompt`) are evaluated in one ``llama_decode`` per batch of
-512, the first token is the argmax of the last logits (greedy; EOS never stops it), then N - 1 single-token decode
-steps, the clock read as each token's logits reach the host (``llama_get_logits_ith`` waits for the backend).
+GPU, and ``spec.threads`` CPU threads (``--threads``; default every core of the process's CPU set; llama-cpp-python's
+own, 0.3.36, is half of cpu_count() for decode and all of it for the prompt). A timed call: the prompt's tokens
+(the same random ids as the other engines, :func:`bench.measure.scenarios.make_prompt`) are evaluated in one
+``llama_decode`` per batch of 512, the first token is the argmax of the last logits (greedy; EOS never stops it),
+then N - 1 single-token decode steps, the clock read as each token's logits reach the host
+(``llama_get_logits_ith`` waits for the backend).
 
 llama.cpp's own timings (``llama_perf_context``: prompt eval and eval milliseconds, reset before every call) are kept
 per repetition beside the harness's, and the record's metrics compare them
@@ -46,6 +48,7 @@ from bench.measure.llamacpp_binding import (
     require_binding,
     require_gpu_offload,
 )
+from bench.measure.load_phase import LoadMeter, SamplerFactory
 from bench.measure.memory import host_peak_rss_bytes, host_rss_bytes, reset_host_peak
 from bench.measure.scenarios import Clock, make_prompt
 from bench.results.metrics import coefficient_of_variation, token_times_to_sample
@@ -83,6 +86,11 @@ def gguf_path(spec: CaseSpec, seed: int = 0) -> tuple[Path, GgufHeader]:
     return path, read_header(path)
 
 
+def default_threads() -> int:
+    """The engine's default thread count: every core of this process's CPU set (all cores where unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def rss_parts() -> dict[str, int]:
     """This process's resident set now, split as the kernel counts it: RssAnon, RssFile (mapped files), RssShmem."""
     out: dict[str, int] = {}
@@ -94,6 +102,11 @@ def rss_parts() -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def _no_sampler(device: str, background: bool = True) -> Any:
+    """A GPU load needs the runner's NVML sampler: refuse to report a GPU load without its NVML reading."""
+    raise RuntimeError(f"a llama.cpp load on {device} needs the runner's NVML sampler (make_sampler) to be measured")
 
 
 @dataclass
@@ -115,7 +128,14 @@ class LlamaCppEngine:
 class LlamaCppCase:
     """One case loaded in llama.cpp and ready to time: ``run_once`` is one timed generation of exactly N tokens."""
 
-    def __init__(self, spec: CaseSpec, device: str, clock: Clock = time.perf_counter, llama_factory: Any = None):
+    def __init__(
+        self,
+        spec: CaseSpec,
+        device: str,
+        clock: Clock = time.perf_counter,
+        llama_factory: Any = None,
+        make_sampler: SamplerFactory | None = None,
+    ):
         if spec.batch_size != 1:
             raise BadInputError(f"engine llama.cpp runs batch 1 here, not {spec.batch_size}; use --batch 1")
         self.spec, self.device, self.clock = spec, device, clock
@@ -125,7 +145,7 @@ class LlamaCppCase:
 
         self._lib = llama_cpp
         gpu = device.startswith("cuda")
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = spec.threads or default_threads()  # the record's engine_info.n_threads: the count used
         kv = KV_GGML_TYPES[spec.kv_cache_type]
         kv_type = getattr(llama_cpp, f"GGML_TYPE_{kv}")
         params = dict(
@@ -142,10 +162,15 @@ class LlamaCppCase:
             verbose=False,  # the binding prints nothing; llama.cpp's log is captured all the same (buffer sizes)
         )
         factory = llama_factory or llama_cpp.Llama
-        start = time.perf_counter()
-        with captured_log() as log:
+        # The load (Llama(...): file mapped, tensors placed, context and KV cache allocated) measured as the other
+        # engines' loads are: wall time, host RSS before / peak / after and, on a GPU, NVML's process reading
+        # through the runner's sampler. ggml allocates its CUDA buffers itself, not through torch's caching
+        # allocator, so the allocator fields stay None (torch_allocator=False).
+        meter = LoadMeter(device, make_sampler or _no_sampler, clock, torch_allocator=False)
+        with meter, captured_log() as log:
             self.llm = factory(str(self.path), **params)
-        self.load_s = time.perf_counter() - start
+            self.load = meter.loaded(spec.key)
+        self.load_s = self.load.load_s
         self.log_lines = log.lines()
         self.buffers = buffer_sizes(self.log_lines)
         if gpu and not any(k.startswith(("CUDA", "ROCm", "Vulkan", "Metal")) for k in self.buffers):
@@ -165,6 +190,7 @@ class LlamaCppCase:
                 "n_ctx": self.n_ctx,
                 "n_batch": N_BATCH,
                 "n_threads": threads,
+                "n_threads_source": "--threads" if spec.threads else "default: every core of the process's CPU set",
                 "n_gpu_layers": params["n_gpu_layers"],
                 "flash_attn": True,
                 "kv_cache_ggml_type": kv,
@@ -248,7 +274,7 @@ def measure_llamacpp(runner: Any, spec: CaseSpec, policy: TimingPolicy, device: 
     if spec.scenario != "generate":
         raise BadInputError(f"engine llama.cpp runs decoders (scenario generate), not {spec.scenario!r}")
     host_baseline = host_rss_bytes()
-    case = LlamaCppCase(spec, device, runner.clock)
+    case = LlamaCppCase(spec, device, runner.clock, make_sampler=runner.sampler)
     try:
         for _ in range(policy.warmup_runs):
             case.run_once()
@@ -306,6 +332,7 @@ def measure_llamacpp(runner: Any, spec: CaseSpec, policy: TimingPolicy, device: 
             telemetry=telemetry.summary,
             flags=tuple(dict.fromkeys(flags)),
             engine_info=info,
+            load=case.load,  # each llama.cpp case loads its own Llama (n_ctx is the case's): a load per case
             **base,
         )
     finally:

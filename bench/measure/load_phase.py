@@ -9,7 +9,8 @@ the allocator's cache for the clean steady-state measurement.
 Torch reads used (torch 2.x ``torch.cuda``; checked against torch 2.14): ``reset_peak_memory_stats``,
 ``max_memory_allocated`` / ``max_memory_reserved`` (peaks since the reset), ``memory_allocated`` /
 ``memory_reserved`` (now). The torch module and the sampler factory are injected, so the CUDA and NVML
-paths run under fakes on a CPU.
+paths run under fakes on a CPU. An engine that allocates device memory outside torch (llama.cpp: ggml's own
+CUDA buffers) measures with ``torch_allocator=False``: the allocator fields stay None, NVML and host RSS remain.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class LoadMeter:
 
     ``make_sampler(device, background=...)``: the worker's telemetry sampler factory (NVML with the
     injected handle); used on a GPU only: a CPU's host peak comes from the kernel's VmHWM, exact without
-    sampling. ``clock``: seconds. ``torch_module``: injected for tests (default: torch).
+    sampling. ``clock``: seconds. ``torch_module``: injected for tests (default: torch). ``torch_allocator``:
+    False where the load does not allocate through torch (its allocator fields then stay None, torch untouched).
     """
 
     def __init__(
@@ -52,11 +54,13 @@ class LoadMeter:
         make_sampler: SamplerFactory,
         clock: Callable[[], float] = time.perf_counter,
         torch_module: Any = None,
+        torch_allocator: bool = True,
     ) -> None:
         self.device = device
         self.make_sampler = make_sampler
         self.clock = clock
         self.cuda = device.startswith("cuda")
+        self.torch_allocator = torch_allocator and self.cuda
         self._torch = torch_module
         self._sampler: Any = None
         self._t0 = 0.0
@@ -73,7 +77,7 @@ class LoadMeter:
 
     def sync(self) -> None:
         """Wait for the device's queued work, so the readings that follow include it (no-op on a CPU)."""
-        if self.cuda:
+        if self.torch_allocator:
             self.torch_cuda.synchronize(self.device)
 
     def __enter__(self) -> LoadMeter:
@@ -81,7 +85,8 @@ class LoadMeter:
         reset_host_peak()
         if self.cuda:
             self.sync()
-            self.torch_cuda.reset_peak_memory_stats(self.device)
+            if self.torch_allocator:
+                self.torch_cuda.reset_peak_memory_stats(self.device)
             self._sampler = self.make_sampler(self.device)
             self._sampler.start()
         self._t0 = self.clock()
@@ -93,13 +98,14 @@ class LoadMeter:
         load_s = self.clock() - self._t0
         host_peak, host_after = host_peak_rss_bytes(), host_rss_bytes()
         device: dict[str, Any] = {}
-        if self.cuda:
+        if self.torch_allocator:
             cuda = self.torch_cuda
             device = {
                 "load_peak_allocated_bytes": int(cuda.max_memory_allocated(self.device)),
                 "load_allocated_after_bytes": int(cuda.memory_allocated(self.device)),
                 "load_reserved_after_bytes": int(cuda.memory_reserved(self.device)),
             }
+        if self.cuda:
             tel = self.stop_sampler()
             now, method = nvml_reading(self.make_sampler, self.device)
             device.update(

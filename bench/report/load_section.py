@@ -15,6 +15,11 @@ from bench.report.document import Block, Heading, Para, Table
 from bench.results.record import Record
 from bench.units import fmt_mib, fmt_num
 
+LLAMACPP_NOTE = (
+    " A llama.cpp case loads its own model (one row per case) and has no allocator readings: ggml allocates its"
+    " buffers outside torch; its host RSS after the load includes the GGUF file's mapped pages."
+)
+
 
 def _loads(records: Sequence[Record]) -> list[tuple[Record, Record | None]]:
     """One (first record of the load, record with its user view or None) per distinct load, in run order."""
@@ -132,7 +137,9 @@ def loading_section(records: Sequence[Record]) -> list[Block]:
             "The user view is what a user's script holds: the same process generates once at the group's first "
             "case's shape right after the load, with no clean-up; its NVML reading after the generation is what "
             "nvidia-smi shows. The steady-state columns are the clean measurement of the case (the worker empties "
-            "the allocator's cache before timing). Fit verdicts use the live peak over loading and generation.",
+            "the allocator's cache before timing). Fit verdicts use the live peak over loading and generation."
+            + LLAMACPP_NOTE
+            * any(f.spec.engine == "llama.cpp" for f, _ in loads),
             "note",
         )
     )

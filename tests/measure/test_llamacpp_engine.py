@@ -39,7 +39,7 @@ def test_engine_and_precision_must_match():
 def test_kv_cache_type_is_a_case_field_out_of_old_keys_and_llamacpp_only():
     spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 128, 32, engine="llama.cpp")
     assert spec.kv_cache_type == "auto"
-    old = {k: v for k, v in spec.to_dict().items() if k not in ("suite", "cache", "kv_cache_type")}
+    old = {k: v for k, v in spec.to_dict().items() if k not in ("suite", "cache", "kv_cache_type", "threads")}
     assert spec.key.endswith(hashlib.sha1(json.dumps(old, sort_keys=True).encode()).hexdigest()[:12])
     q8 = spec.with_(kv_cache_type="q8_0")
     assert q8.key != spec.key and q8.label.endswith("[llama.cpp] [kv q8_0]")
@@ -49,6 +49,31 @@ def test_kv_cache_type_is_a_case_field_out_of_old_keys_and_llamacpp_only():
         expand(parse_suite(_suite(precisions=["fp32"], kv_cache_type="q8_0")))
     with pytest.raises(BadInputError, match="KV cache type 'int2' is not one of auto, f16, q8_0, q4_0"):
         parse_suite(_suite(engines=["llama.cpp"], kv_cache_type="int2"))
+
+
+def test_threads_is_a_case_field_out_of_old_keys_and_llamacpp_only(capsys, tmp_path):
+    spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 128, 32, engine="llama.cpp")
+    assert spec.threads == 0  # the engine's default
+    old = {k: v for k, v in spec.to_dict().items() if k not in ("suite", "cache", "kv_cache_type", "threads")}
+    assert spec.key.endswith(hashlib.sha1(json.dumps(old, sort_keys=True).encode()).hexdigest()[:12])
+    two = spec.with_(threads=2)
+    assert two.key != spec.key and two.label.endswith("[llama.cpp] [threads 2]")
+    assert CaseSpec.from_dict(two.to_dict()) == two
+    assert expand(parse_suite(_suite(engines=["llama.cpp"], threads=1)))[0].threads == 1
+    with pytest.raises(BadInputError, match="--threads 2 is set for llama.cpp only; engine 'eager' uses torch's"):
+        expand(parse_suite(_suite(precisions=["fp32"], threads=2)))
+    with pytest.raises(BadInputError, match="key 'threads': threads must be a whole number of at least 0, got -1"):
+        parse_suite(_suite(engines=["llama.cpp"], threads=-1))
+    argv = ["run", "--model", "phi-3-tiny", "--device", "cpu", "--no-report", "--quiet"]
+    for extra, message in (
+        (["--threads", "2"], "--threads 2 is set for llama.cpp only; engine 'eager' uses torch's threads"),
+        (["--engine", "llama.cpp", "--threads", "0"], "--threads: threads must be a whole number of at least 1"),
+    ):
+        out = tmp_path / extra[-1]
+        assert main([*argv, *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (out / "results.jsonl").exists()
 
 
 def test_buffer_sizes_are_read_from_llamacpps_log():
@@ -189,10 +214,11 @@ def test_a_case_in_process_times_exactly_n_tokens_beside_llamacpps_own_timings()
     from bench.config.spec import TimingPolicy
     from bench.measure.case_runner import CaseRunner
 
-    spec = CaseSpec("phi-3-tiny", "q8_0", "generate", 1, 24, 5, engine="llama.cpp", kv_cache_type="q8_0")
+    spec = CaseSpec("phi-3-tiny", "q8_0", "generate", 1, 24, 5, engine="llama.cpp", kv_cache_type="q8_0", threads=1)
     policy = TimingPolicy(warmup_runs=1, min_repetitions=2, max_repetitions=2, telemetry_repetitions=0)
     record = CaseRunner().run(spec, policy)
     assert record.status == "ok", record.error
+    assert record.engine_info["n_threads"] == 1 and record.engine_info["n_threads_source"] == "--threads"
     assert len(record.samples.ttft_s) == 2 and all(len(gaps) == 4 for gaps in record.samples.itl_s)
     timings = record.engine_info["llama_timings"]
     assert timings["n_prompt_eval"] == [24, 24] and timings["n_eval"] == [4, 4]  # the whole prompt every call
@@ -272,7 +298,50 @@ def test_a_gpu_load_that_reports_no_gpu_buffer_fails_instead_of_running_on_the_c
         calls.append(params)
         return object()
 
+    class FakeSampler:  # NVML's process reading after the load, as the runner's sampler gives it
+        def start(self):
+            pass
+
+        def stop(self):
+            return type("Tel", (), {"nvml_process_peak_bytes": 5 * 2**20, "nvml_method": "fake"})()
+
     spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, device="cuda:1", engine="llama.cpp")
     with pytest.raises(RuntimeError, match="reported no GPU buffer after loading with every layer offloaded"):
-        llamacpp.LlamaCppCase(spec, "cuda:1", llama_factory=fake_llama)
+        llamacpp.LlamaCppCase(spec, "cuda:1", llama_factory=fake_llama, make_sampler=lambda *a, **k: FakeSampler())
     assert calls[0]["n_gpu_layers"] == -1 and calls[0]["main_gpu"] == 1 and calls[0]["flash_attn"] is True
+
+
+@needs_binding
+@pytest.mark.slow
+def test_a_cases_record_carries_its_llamacpp_load_measured_and_the_loading_section_shows_it():
+    from bench.config.spec import TimingPolicy
+    from bench.measure.case_runner import CaseRunner
+    from bench.report.document import render_markdown
+    from bench.report.load_section import loading_section
+
+    spec = CaseSpec("phi-3-tiny", "q4_0", "generate", 1, 16, 4, engine="llama.cpp")
+    policy = TimingPolicy(warmup_runs=0, min_repetitions=1, max_repetitions=1, telemetry_repetitions=0)
+    record = CaseRunner().run(spec, policy)
+    assert record.status == "ok", record.error
+    import os
+
+    # no --threads: the count used is recorded, every core of the CPU set
+    assert record.engine_info["n_threads"] == len(os.sched_getaffinity(0)) and record.spec.threads == 0
+    load = record.load
+    assert load.loaded_for_key == spec.key and 0 < load.load_s < record.wall_s
+    # ggml allocates outside torch: no allocator reading, and no NVML one on a CPU
+    assert load.load_peak_allocated_bytes is None and load.load_reserved_after_bytes is None
+    assert load.load_nvml_process_bytes is None
+    # What the load makes resident, from llama.cpp's own log (MiB to two decimals): llama.cpp maps the file with
+    # MAP_POPULATE (src/llama-mmap.cpp, Linux, when prefetching), so every page of the CPU_Mapped buffer is in
+    # the resident set, file-backed, once Llama() returns: a fresh mapping, so "after - before" counts it whole.
+    # The anonymous buffers (CPU_REPACK copy, KV cache) are not asserted: malloc may serve them from heap pages an
+    # earlier case in this process freed but kept resident, so they need not grow the RSS.
+    buffers = record.engine_info["buffers_bytes"]
+    grown = load.load_host_rss_after_bytes - load.load_host_rss_before_bytes
+    assert grown >= buffers["CPU_Mapped model"] - 0.005 * 2**20, (grown, buffers)
+    assert load.load_host_peak_rss_bytes >= load.load_host_rss_after_bytes
+    text = render_markdown(loading_section([record]))
+    assert "phi-3-tiny q4_0 b1 L16 n4" in text and "Host RSS after load (MiB)" in text
+    assert "GPU:" not in text  # a CPU load has the host table only
+    assert "A llama.cpp case loads its own model" in text

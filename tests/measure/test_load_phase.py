@@ -220,3 +220,20 @@ def test_a_cpu_run_records_the_load_and_the_user_view_of_its_group(monkeypatch):
     c = case_runner.CaseRunner().run(first.with_(precision="bf16"), policy)
     assert c.status == "ok" and c.user_view.error == "RuntimeError: user view broke"
     assert len(c.samples.e2e_s) == 1 and c.load.recorded
+
+
+def test_a_load_outside_torchs_allocator_reads_nvml_and_leaves_torch_alone():
+    cuda = FakeCudaAllocator(CONTEXT)  # stands for ggml's own CUDA buffers: NVML sees them, torch is never asked
+    factory = make_factory(cuda)
+
+    class NoTorch:
+        @property
+        def cuda(self):
+            raise AssertionError("llama.cpp's load must not read torch's allocator")
+
+    with LoadMeter("cuda:0", factory, torch_module=NoTorch(), torch_allocator=False) as meter:
+        cuda.alloc(300 * MB)
+        load = meter.loaded("gguf-key")
+    assert load.load_nvml_process_bytes == CONTEXT + 300 * MB and load.nvml_method == "process"
+    assert load.load_peak_allocated_bytes is None and load.load_reserved_after_bytes is None
+    assert load.load_allocated_after_bytes is None and load.load_host_rss_after_bytes > 0

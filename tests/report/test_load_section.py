@@ -48,6 +48,7 @@ def test_one_row_per_load_with_each_reading_named():
     assert dict(zip(host.headers, host.rows[0], strict=True))["User view: host peak RSS, load + generation (MiB)"] == (
         "4,096"
     )
+    assert not any("llama.cpp" in getattr(b, "text", "") for b in blocks)  # its note: only beside llama.cpp rows
 
 
 def test_records_without_a_loading_phase_give_no_section():
