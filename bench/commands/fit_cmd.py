@@ -7,11 +7,10 @@ bench fit --model-path ./my-model --gpu "RTX 3060" --batch 1 --batch 8 --context
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from bench.commands.json_output import write_json_output
 from bench.errors import BadInputError
 
 DEFAULT_PRECISIONS = ("fp16", "int8", "nf4", "nf4-dq")
@@ -73,12 +72,7 @@ def fit_command(args: argparse.Namespace) -> int:
             "largest_context": [c.to_dict() for c in contexts],
             "largest_batch": [b.to_dict() for b in batch_rows],
         }
-        text = json.dumps(payload, indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json).write_text(text, encoding="utf-8")
-            print(f"wrote {args.json}")
+        write_json_output(payload, args.json)
     else:
         from bench.report.capacity import render_capacity
 

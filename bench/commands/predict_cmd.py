@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from bench.commands.json_output import write_json_output
 from bench.config.spec import ENGINES
 from bench.errors import BadInputError
 from bench.units import GiB, MiB
@@ -204,12 +204,7 @@ def predict_command(args: argparse.Namespace) -> int:
         )
     if args.json:
         payload = {"label": "predicted", "memory": mem.to_dict(), "decode": speed.to_dict() if speed else None}
-        text = json.dumps(payload, indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json).write_text(text, encoding="utf-8")
-            print(f"wrote {args.json}")
+        write_json_output(payload, args.json)
         return 0
     _print_prediction(mem, speed, device)
     return 0
@@ -239,12 +234,7 @@ def _predict_llamacpp(args: argparse.Namespace, entry: Any) -> int:
     device = "cpu" if args.profile and _profile_kind(args.profile) == "cpu" else "cuda"
     pred = predict_llamacpp(args.model, args.precision, args.context, new_tokens, args.kv_cache_type, device)
     if args.json:
-        text = json.dumps(pred.to_dict(), indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json).write_text(text, encoding="utf-8")
-            print(f"wrote {args.json}")
+        write_json_output(pred.to_dict(), args.json)
         return 0
     print(
         f"{args.model} {args.precision} in llama.cpp, prompt {args.context:,} + {new_tokens:,} new tokens\n"

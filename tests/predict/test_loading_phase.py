@@ -80,13 +80,11 @@ def test_library_internals_the_loading_model_assumes() -> None:
     assert body.index("row_stats = torch.empty") < body.index("out_row = torch.empty")
 
 
-def test_llama2_7b_4bit_load_peak_against_a_hand_count() -> None:
-    """Sorted order ends with layer 31: mlp.down, gate, up, then the attention's k, o, q, v. The live peak is
-    at mlp.up_proj's quantization (the largest tensor loaded last before the smaller attention ones), with
-    everything before it stored, its 16-bit copy (4096 x 11008 x 2 bytes), its absmax and packed weight."""
+def _llama2_7b_config():
+    """Llama-2-7b's shape (its published config.json)."""
     from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         hidden_size=4096,
         intermediate_size=11008,
         num_hidden_layers=32,
@@ -96,6 +94,13 @@ def test_llama2_7b_4bit_load_peak_against_a_hand_count() -> None:
         max_position_embeddings=4096,
         architectures=["LlamaForCausalLM"],
     )
+
+
+def test_llama2_7b_4bit_load_peak_against_a_hand_count() -> None:
+    """Sorted order ends with layer 31: mlp.down, gate, up, then the attention's k, o, q, v. The live peak is
+    at mlp.up_proj's quantization (the largest tensor loaded last before the smaller attention ones), with
+    everything before it stored, its 16-bit copy (4096 x 11008 x 2 bytes), its absmax and packed weight."""
+    config = _llama2_7b_config()
     arch = architecture(config)
     load = simulate_loading(arch, get_precision("fp4"))
     assert load.peak_tensor == "model.layers.31.mlp.up_proj.weight"
@@ -117,18 +122,7 @@ def test_llama2_7b_fp16_pool_after_loading_by_hand() -> None:
     whole number of 2 MiB (MLP 43, attention 16, embeddings and head 125 x 2 MiB), so each is its own segment of
     exactly its size; the 65 norms (8 KiB each) and two 64-entry float32 rotary buffers (booked as 512 bytes
     each) share one 2 MiB small-pool segment."""
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-        max_position_embeddings=4096,
-        architectures=["LlamaForCausalLM"],
-    )
+    config = _llama2_7b_config()
     load = simulate_loading(architecture(config), get_precision("fp16"))
     weights = 6_738_415_616 * 2
     norms = 65 * 4096 * 2
