@@ -67,6 +67,16 @@ def test_bench_predict_engine_llamacpp_prints_a_labelled_prediction(capsys):
     assert main([*argv[:-1], "nf4", "--context", "8"]) == 2
 
 
+def test_bench_predict_engine_llamacpp_refuses_a_config_only_model_in_one_line(capsys, tmp_path):
+    """The llama.cpp predictor knows registered models' tensor layouts only: a config-only folder exits 2."""
+    shipped = Path(__file__).parents[2] / "tests" / "data" / "configs" / "phi-3-mini-4k" / "config.json"
+    (tmp_path / "config.json").write_text(shipped.read_text(encoding="utf-8"), encoding="utf-8")
+    argv = ["predict", "--model-path", str(tmp_path), "--engine", "llama.cpp", "--precision", "q4_0"]
+    assert main([*argv, "--context", "512"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes registered models" in err
+
+
 # ------------------------------------------------------------------------------- ggml-cpu's CPU_REPACK copy
 REFERENCE = Path(__file__).parents[2] / "reports" / "reference" / "cpu-phi3-mini-llamacpp" / "run1"
 X86_AVX512 = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl")
